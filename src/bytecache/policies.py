@@ -1,0 +1,245 @@
+"""Eviction policies. A policy only orders entries and picks victims; the cache owns storage,
+expiry and accounting. A policy sees entries through four attributes: ``key`` and ``weight`` (set
+by the cache) and ``segment`` and ``slots`` (its own bookkeeping, stored on the entry so a hit
+costs no extra lookup).
+
+The interface, called with the cache lock held:
+- ``add(entry)``: a new entry was stored.
+- ``record_access(entry)``: a hit.
+- ``reweigh(entry, old_weight)``: an entry's value was replaced in place (counts as an access).
+- ``remove(entry)``: the cache dropped the entry for its own reasons (expiry, delete, clear).
+- ``evict(excess)``: detach and return entries weighing at least ``excess`` in total.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+from .sketch import FrequencySketch
+
+__all__ = ["LRUPolicy", "WTinyLFUPolicy", "POLICIES", "DEFAULT_POLICY", "make_policy"]
+
+
+class LRUPolicy:
+    """Evicts the least recently used entry first."""
+
+    name = "lru"
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._order: OrderedDict[Any, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, entry) -> None:
+        self._order[entry.key] = entry
+
+    def record_access(self, entry) -> None:
+        self._order.move_to_end(entry.key)
+
+    def reweigh(self, entry, old_weight: int) -> None:
+        self._order.move_to_end(entry.key)
+
+    def remove(self, entry) -> None:
+        del self._order[entry.key]
+
+    def evict(self, excess: int) -> list:
+        victims, freed = [], 0
+        while freed < excess and self._order:
+            _, entry = self._order.popitem(last=False)
+            victims.append(entry)
+            freed += entry.weight
+        return victims
+
+    def clear(self) -> None:
+        self._order.clear()
+
+
+WINDOW, PROBATION, PROTECTED = 0, 1, 2
+
+
+class WTinyLFUPolicy:
+    """Window TinyLFU, size-aware: new entries enter a small LRU window; entries leaving the window
+    are admitted to the main space (a segmented LRU: probation and protected) only if the frequency
+    sketch says they are used more often than the entries they would displace.
+
+    A cyclic sweep larger than the cache makes every key equally frequent, so candidates never beat
+    the residents and the resident set stays put (LRU would flush it on every pass). Weighted entries
+    are judged against enough victims to make room for them: a heavy, rarely used value cannot push
+    out many small, frequently used ones.
+    """
+
+    name = "tinylfu"
+
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        window_fraction: float = 0.01,
+        protected_fraction: float = 0.8,
+        admission_margin: int = 1,
+    ) -> None:
+        self.maxsize = maxsize
+        self.max_window = max(1, int(maxsize * window_fraction))
+        self.max_protected = int((maxsize - self.max_window) * protected_fraction)
+        self.window: OrderedDict[Any, Any] = OrderedDict()
+        self.probation: OrderedDict[Any, Any] = OrderedDict()
+        self.protected: OrderedDict[Any, Any] = OrderedDict()
+        self.window_weight = 0
+        self.protected_weight = 0
+        self.sketch = FrequencySketch(64)
+        self._candidates: list = []
+        self.admission_margin = admission_margin
+
+    def __len__(self) -> int:
+        return len(self.window) + len(self.probation) + len(self.protected)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def add(self, entry) -> None:
+        if len(self) >= self.sketch.width:
+            self._grow_sketch()
+        entry.slots = self.sketch.slots(entry.key)
+        self.sketch.increment(entry.slots)
+        entry.segment = WINDOW
+        self.window[entry.key] = entry
+        self.window_weight += entry.weight
+        self._candidates = self._drain_window()
+
+    def record_access(self, entry) -> None:
+        self.sketch.increment(entry.slots)
+        segment = entry.segment
+        if segment == PROTECTED:
+            self.protected.move_to_end(entry.key)
+        elif segment == PROBATION:
+            self._promote(entry)
+        else:
+            self.window.move_to_end(entry.key)
+
+    def reweigh(self, entry, old_weight: int) -> None:
+        delta = entry.weight - old_weight
+        if entry.segment == WINDOW:
+            self.window_weight += delta
+        elif entry.segment == PROTECTED:
+            self.protected_weight += delta
+        self.record_access(entry)
+        self._candidates = self._drain_window()
+
+    def remove(self, entry) -> None:
+        segment = entry.segment
+        if segment == WINDOW:
+            del self.window[entry.key]
+            self.window_weight -= entry.weight
+        elif segment == PROBATION:
+            del self.probation[entry.key]
+        else:
+            del self.protected[entry.key]
+            self.protected_weight -= entry.weight
+
+    def clear(self) -> None:
+        self.window.clear()
+        self.probation.clear()
+        self.protected.clear()
+        self.window_weight = self.protected_weight = 0
+        self._candidates = []
+
+    def frequency(self, entry) -> int:
+        return self.sketch.frequency(entry.slots)
+
+    # -- movement between segments -----------------------------------------------------------
+    def _drain_window(self) -> list:
+        """Move the window's overflow to the probation tail; these become admission candidates."""
+        moved = []
+        while self.window_weight > self.max_window and self.window:
+            _, entry = self.window.popitem(last=False)
+            self.window_weight -= entry.weight
+            entry.segment = PROBATION
+            self.probation[entry.key] = entry
+            moved.append(entry)
+        return moved
+
+    def _promote(self, entry) -> None:
+        del self.probation[entry.key]
+        entry.segment = PROTECTED
+        self.protected[entry.key] = entry
+        self.protected_weight += entry.weight
+        while self.protected_weight > self.max_protected and self.protected:
+            _, demoted = self.protected.popitem(last=False)
+            self.protected_weight -= demoted.weight
+            demoted.segment = PROBATION
+            self.probation[demoted.key] = demoted
+
+    def _grow_sketch(self) -> None:
+        self.sketch.resize(2 * max(len(self), 1))
+        for segment in (self.window, self.probation, self.protected):
+            for entry in segment.values():
+                entry.slots = self.sketch.slots(entry.key)
+
+    # -- eviction ----------------------------------------------------------------------------
+    def evict(self, excess: int) -> list:
+        candidates, self._candidates = self._candidates, []
+        victims: list = []
+        freed = 0
+        while freed < excess and candidates:
+            candidate = candidates.pop()  # the most recently used first, as it is likeliest to recur
+            # Candidates sit at the probation tail from the oldest undecided one on; rivals come
+            # from before it.
+            boundary = candidates[0] if candidates else candidate
+            rivals = self._rivals(min(candidate.weight, excess - freed), boundary)
+            if self.admit(candidate, rivals):
+                for rival in rivals:
+                    self.remove(rival)
+                    freed += rival.weight
+                victims.extend(rivals)
+            else:
+                self.remove(candidate)
+                victims.append(candidate)
+                freed += candidate.weight
+        for segment in (self.probation, self.protected, self.window):
+            while freed < excess and segment:
+                entry = next(iter(segment.values()))
+                self.remove(entry)
+                victims.append(entry)
+                freed += entry.weight
+        return victims
+
+    def admit(self, candidate, rivals: list) -> bool:
+        """A candidate stays only if it is used more often than every entry it would displace.
+
+        The candidate is judged without the access that just brought it in (``admission_margin``):
+        in a cyclic sweep the key being read always leads the residents still to be read in this
+        pass by exactly that one access, and counting it would swap residents out on every pass.
+        """
+        if not rivals:
+            return True
+        frequency = self.sketch.frequency(candidate.slots) - self.admission_margin
+        return all(frequency > self.sketch.frequency(rival.slots) for rival in rivals)
+
+    def _rivals(self, weight: int, boundary) -> list:
+        """Main-space residents, coldest first, that together weigh at least ``weight``: probation
+        entries up to ``boundary`` (the first candidate), then protected ones."""
+        rivals, total = [], 0
+        for segment in (self.probation, self.protected):
+            for entry in segment.values():
+                if total >= weight:
+                    return rivals
+                if entry is boundary:
+                    break
+                rivals.append(entry)
+                total += entry.weight
+        return rivals
+
+
+POLICIES: dict[str, Callable[[int], Any]] = {
+    "tinylfu": WTinyLFUPolicy,
+    "w-tinylfu": WTinyLFUPolicy,
+    "lru": LRUPolicy,
+}
+DEFAULT_POLICY = "tinylfu"
+
+
+def make_policy(name: str, maxsize: int):
+    if not isinstance(name, str) or name.lower() not in POLICIES:
+        raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {name!r}")
+    return POLICIES[name.lower()](maxsize)

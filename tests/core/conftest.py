@@ -1,0 +1,26 @@
+import pytest
+
+
+class FakeClock:
+    """A monotonic clock the test advances by hand."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def snapshot(cache):
+    """Everything observable about a cache, to check that a failed call changed nothing."""
+    with cache._lock:
+        entries = [(k, e.value, e.weight, e.accessed) for k, e in cache._data.items()]
+    return entries, cache.currsize, cache.stats()
