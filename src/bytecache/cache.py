@@ -277,6 +277,8 @@ class ByteCache(MutableMapping):
             self._land(key, flight)
             if self._maxsize is not None and size > self._maxsize:
                 self._rejections += 1
+                if self._ttl is not None:  # a stale value under this key goes even so
+                    self._evict_expired(self.timer(), evicted)
             elif not flight.stale:
                 evicted = self._store(key, value, size)
         flight.value = value

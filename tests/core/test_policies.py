@@ -1,0 +1,246 @@
+"""The policies on their own (no cache around them), then through the cache."""
+
+import itertools
+import random
+
+import pytest
+
+from bytecache import ByteCache
+from bytecache.policies import PROBATION, PROTECTED, WINDOW, LRUPolicy, WTinyLFUPolicy
+from bytecache.sketch import FrequencySketch
+
+
+class Entry:
+    def __init__(self, key, weight=1):
+        self.key, self.weight = key, weight
+
+    def __repr__(self):
+        return f"Entry({self.key!r}, {self.weight})"
+
+
+# -- the frequency sketch ------------------------------------------------------------------
+def test_sketch_counts_and_saturates_at_fifteen():
+    sketch = FrequencySketch(64)
+    hot, cold = sketch.slots("hot"), sketch.slots("cold")
+    for _ in range(20):
+        sketch.increment(hot)
+    sketch.increment(cold)
+    assert sketch.frequency(hot) == 15 and sketch.frequency(cold) == 1
+    assert sketch.frequency(sketch.slots("never")) == 0
+
+
+def test_sketch_halves_after_its_sample_period():
+    sketch = FrequencySketch(16, sample_factor=1)
+    keys = [sketch.slots(i) for i in range(sketch.sample_size)]
+    target = keys[0]
+    for _ in range(8):
+        sketch.increment(target)
+    assert sketch.frequency(target) == 8 and sketch.halvings == 0
+    for slots in keys[1:]:
+        sketch.increment(slots)
+    assert sketch.halvings >= 1 and sketch.frequency(target) <= 4
+
+
+def test_sketch_slots_spread_over_every_row():
+    sketch = FrequencySketch(1024)
+    slots = [sketch.slots(i) for i in range(1000)]
+    for row in range(4):
+        column = {s[row] for s in slots}
+        assert all(row * sketch.width <= c < (row + 1) * sketch.width for c in column)
+        assert len(column) > 800  # consecutive ints do not collide in bulk
+
+
+def test_sketch_error_is_small_for_the_keys_it_is_sized_for():
+    sketch = FrequencySketch(256)
+    rng = random.Random(7)
+    truth = {}
+    for _ in range(2000):
+        key = rng.randrange(300)
+        truth[key] = truth.get(key, 0) + 1
+        sketch.increment(sketch.slots(key))
+    over = [sketch.frequency(sketch.slots(k)) - min(c, 15) for k, c in truth.items()]
+    assert min(over) >= 0  # count-min never under-counts (no halving happened here)
+    assert sum(over) / len(over) < 0.5
+
+
+# -- LRU ------------------------------------------------------------------------------------
+def test_lru_policy_evicts_least_recently_used_first():
+    policy = LRUPolicy(3)
+    a, b, c = Entry("a"), Entry("b"), Entry("c")
+    for e in (a, b, c):
+        policy.add(e)
+    policy.record_access(a)
+    assert policy.evict(1) == [b]
+    assert policy.evict(2) == [c, a]
+
+
+def test_lru_eviction_order_through_the_cache():
+    evicted = []
+    cache = ByteCache(10, getsizeof=len, policy="lru", on_evict=lambda k, v, w, c: evicted.append(k))
+    cache["a"] = "xxx"
+    cache["b"] = "xxx"
+    cache["c"] = "xxx"
+    cache["a"]  # b is now the least recently used
+    cache["d"] = "xxxx"  # 13 > 10: b goes, then 10 <= 10
+    assert evicted == ["b"]
+    cache["e"] = "xxxxxxxx"  # needs 8 more: c, a and d go, oldest first
+    assert evicted == ["b", "c", "a", "d"] and list(cache) == ["e"]
+
+
+def test_lru_thrashes_on_a_cyclic_sweep():
+    cache = ByteCache(100, policy="lru")
+    for key in itertools.chain.from_iterable(itertools.repeat(range(150), 5)):
+        if cache.get(key) is None:
+            cache[key] = key
+    assert cache.stats().hits == 0
+
+
+# -- W-TinyLFU -------------------------------------------------------------------------------
+def test_new_entries_enter_the_window_and_overflow_into_probation():
+    policy = WTinyLFUPolicy(200)  # window of 2
+    entries = [Entry(i) for i in range(5)]
+    for e in entries:
+        policy.add(e)
+    assert [e.segment for e in entries] == [PROBATION, PROBATION, PROBATION, WINDOW, WINDOW]
+    assert policy.window_weight == 2 and len(policy) == 5
+
+
+def test_a_hit_in_probation_promotes_and_protected_overflow_is_demoted():
+    policy = WTinyLFUPolicy(100)  # window 1, protected max 79
+    entries = [Entry(i, weight=30) for i in range(4)]
+    for e in entries:
+        policy.add(e)
+    policy.record_access(entries[0])
+    policy.record_access(entries[1])
+    assert entries[0].segment == entries[1].segment == PROTECTED
+    policy.record_access(entries[2])  # 90 > 79: the least recently used protected entry goes back
+    assert entries[2].segment == PROTECTED and entries[0].segment == PROBATION
+    assert policy.protected_weight == 60
+
+
+def test_cold_candidate_is_rejected_in_favour_of_a_used_resident():
+    policy = WTinyLFUPolicy(100)
+    residents = [Entry(i) for i in range(100)]
+    for e in residents:
+        policy.add(e)
+        policy.record_access(e)
+    newcomer = Entry("new")
+    policy.add(newcomer)  # 101 entries: the window pushes out its oldest entry as the candidate
+    victims = policy.evict(1)
+    assert len(victims) == 1 and victims[0].key != "new"
+    assert victims[0] is residents[-1]  # the candidate, seen twice, does not beat residents seen twice
+
+
+def test_frequent_candidate_displaces_a_rarely_used_resident():
+    policy = WTinyLFUPolicy(10)  # window of 1
+    residents = [Entry(i) for i in range(10)]
+    for e in residents:
+        policy.add(e)
+    hot = Entry("hot")
+    for _ in range(5):  # seen often before (e.g. loaded and evicted again and again)
+        policy.sketch.increment(policy.sketch.slots("hot"))
+    policy.add(hot)
+    policy.add(Entry("next"))  # pushes "hot" out of the window: now a candidate
+    victims = policy.evict(2)
+    assert hot not in victims and residents[0] in victims
+
+
+def test_heavy_candidate_must_beat_every_victim_it_displaces():
+    policy = WTinyLFUPolicy(100)
+    small = [Entry(i, weight=10) for i in range(10)]
+    for e in small:
+        policy.add(e)
+    for e in small[:9]:
+        for _ in range(3):
+            policy.record_access(e)  # nine of them are used; small[9] is not
+    heavy = Entry("heavy", weight=50)
+    for _ in range(3):
+        policy.sketch.increment(policy.sketch.slots("heavy"))
+    policy.add(heavy)
+    victims = policy.evict(50)
+    # beating one cold entry is not enough: making room for 50 bytes means displacing used ones
+    assert victims == [heavy]
+    assert all(e.segment in (PROBATION, PROTECTED) for e in small)
+
+
+def test_heavy_candidate_that_beats_all_its_victims_is_admitted():
+    policy = WTinyLFUPolicy(100)
+    small = [Entry(i, weight=10) for i in range(10)]
+    for e in small:
+        policy.add(e)
+    heavy = Entry("heavy", weight=30)
+    for _ in range(6):
+        policy.sketch.increment(policy.sketch.slots("heavy"))
+    policy.add(heavy)
+    victims = policy.evict(30)
+    assert heavy not in victims and sum(v.weight for v in victims) >= 30 and len(victims) == 3
+
+
+def test_evict_frees_at_least_the_excess_and_keeps_weights_consistent():
+    rng = random.Random(3)
+    policy = WTinyLFUPolicy(1000)
+    live = {}
+    for i in range(3000):
+        if live and rng.random() < 0.5:
+            policy.record_access(rng.choice(list(live.values())))
+            continue
+        entry = Entry(i, weight=rng.randint(1, 120))
+        policy.add(entry)
+        live[i] = entry
+        total = sum(e.weight for e in live.values())
+        if total > 1000:
+            victims = policy.evict(total - 1000)
+            assert sum(v.weight for v in victims) >= total - 1000
+            for v in victims:
+                del live[v.key]
+        assert len(policy) == len(live)
+        assert policy.window_weight == sum(e.weight for e in live.values() if e.segment == WINDOW)
+        assert policy.protected_weight == sum(e.weight for e in live.values() if e.segment == PROTECTED)
+
+
+@pytest.mark.parametrize("factor", [1.5, 2, 4])
+def test_default_policy_keeps_a_resident_set_under_a_cyclic_sweep(factor):
+    budget = 200
+    keys = range(int(budget * factor))
+    cache = ByteCache(budget)
+    for _ in range(20):
+        for key in keys:
+            if cache.get(key) is None:
+                cache[key] = key
+    cache.reset_stats()
+    for key in keys:  # one more pass, in steady state
+        if cache.get(key) is None:
+            cache[key] = key
+    offline_best = (budget - 1) / len(keys)
+    assert cache.stats().hit_ratio >= 0.9 * offline_best
+
+
+def test_default_policy_keeps_weighted_residents_under_a_cyclic_sweep():
+    rng = random.Random(11)
+    weights = {k: rng.choice([1, 1, 2, 4, 8, 30]) for k in range(400)}
+    budget = sum(weights.values()) // 2
+    cache = ByteCache(budget)
+    passes = []
+    for _ in range(15):
+        cache.reset_stats()
+        for key, weight in weights.items():
+            if cache.get(key) is None:
+                cache.set(key, key, weight=weight)
+        passes.append(cache.stats().hit_ratio)
+        assert cache.currsize <= budget
+    assert min(passes[5:]) > 0.3 and max(passes[5:]) - min(passes[5:]) < 0.05  # a stable resident set
+
+
+def test_tinylfu_is_not_worse_than_lru_on_a_skewed_workload():
+    rng = random.Random(5)
+    population = list(range(2000))
+    weights = [1 / (i + 1) for i in population]
+    trace = rng.choices(population, weights, k=30_000)
+    ratios = {}
+    for policy in ("lru", "tinylfu"):
+        cache = ByteCache(100, policy=policy)
+        for key in trace:
+            if cache.get(key) is None:
+                cache[key] = key
+        ratios[policy] = cache.stats().hit_ratio
+    assert ratios["tinylfu"] >= ratios["lru"] - 0.02
