@@ -123,8 +123,7 @@ class ByteCache(MutableMapping):
         return default if value is _MISSING else value
 
     def _lookup(self, key: Hashable) -> Any:
-        # The hit path: one dict lookup, a clock read, a few list links, counters. _find has the
-        # same logic for callers that go on to load; this copy saves the call and the entry.
+        # The hit path: one dict lookup, a clock read, a few list links, counters.
         with self._lock:
             try:
                 entry = self._data.get(key)
@@ -137,7 +136,7 @@ class ByteCache(MutableMapping):
             if ttl is not None:
                 now = self.timer()
                 if now - entry.accessed >= ttl:
-                    self._misses += 1
+                    self._misses += 1  # left in place: the next write or expire() removes it
                     return _MISSING
                 entry.accessed = now
             self._data.move_to_end(key)
@@ -248,9 +247,9 @@ class ByteCache(MutableMapping):
         value. A value heavier than ``maxsize`` is returned without being cached (a rejection).
         """
         with self._lock:
-            entry = self._find(key)
-            if entry is not None:
-                return entry.value
+            value = self._lookup(key)
+            if value is not _MISSING:
+                return value
             flight = self._flights.get(key)
             leading = flight is None
             if leading:
@@ -317,27 +316,6 @@ class ByteCache(MutableMapping):
         self._evictions_expired = self._evictions_size = self._rejections = 0
 
     # -- internals (called with the lock held) ----------------------------------------------
-    def _find(self, key: Hashable) -> _Entry | None:
-        """The live entry for ``key``, marked as used, or None; counts the hit or miss."""
-        try:
-            entry = self._data.get(key)
-        except TypeError:
-            raise _unhashable(key) from None
-        if entry is not None:
-            if self._ttl is not None:
-                now = self.timer()
-                if now - entry.accessed >= self._ttl:
-                    self._misses += 1  # left in place: the next write or expire() removes it
-                    return None
-                entry.accessed = now
-            self._data.move_to_end(key)
-            if self._record_access is not None:
-                self._record_access(entry)
-            self._hits += 1
-            return entry
-        self._misses += 1
-        return None
-
     def _is_expired(self, entry: _Entry, now: float) -> bool:
         return self._ttl is not None and now - entry.accessed >= self._ttl
 
