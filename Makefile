@@ -1,0 +1,28 @@
+# The two newcomer commands: `make soak` (the main job) and `make test`. Each installs what it
+# needs into ./.venv first (once; again when pyproject.toml changes).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: soak test bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[airflow,profiling,bench,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+soak: $(STAMP)
+	$(PY) benchmarks/run.py --quick
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
