@@ -27,6 +27,7 @@ __all__ = [
     "cyclic_sweep",
     "zipf",
     "version_churn",
+    "scheduler_sweep",
     "synthetic_workloads",
     "total_weight",
 ]
@@ -48,6 +49,7 @@ class Workload:
     trace: list  # [(key, weight), ...]
     budget: int
     note: str = ""
+    ttl: int | None = None  # idle TTL for our cache, in requests (one request = one clock tick)
 
 
 def load_lirs(name: str, directory: str = TRACE_DIR) -> list[tuple[int, int]]:
@@ -123,6 +125,24 @@ def version_churn(
     return trace
 
 
+def scheduler_sweep(
+    n_dags: int, sweeps: int, *, p_redeploy: float = 0.02, seed: int = 4
+) -> list[tuple[tuple[int, int], int]]:
+    """The Airflow scheduler's pattern: every sweep visits every DAG's running version once, in the
+    same order; before each visit, with probability ``p_redeploy``, the DAG gets a new version (a new
+    key) and the old one is never visited again."""
+    rng = random.Random(seed)
+    weights = dag_weights(n_dags, rng)
+    version = [0] * n_dags
+    trace = []
+    for _ in range(sweeps):
+        for d in range(n_dags):
+            if rng.random() < p_redeploy:
+                version[d] += 1
+            trace.append(((d, version[d]), weights[d]))
+    return trace
+
+
 def synthetic_workloads(quick: bool = False) -> list[Workload]:
     """The weighted workloads of the benchmark table, with their byte budgets."""
     out = []
@@ -142,4 +162,12 @@ def synthetic_workloads(quick: bool = False) -> list[Workload]:
     live = total_weight([((k[0]), w) for k, w in tr])  # bytes of the latest version of every DAG
     out.append(Workload("version churn", tr, int(0.25 * live),
                         f"{n_dags} DAGs Zipf 0.9, 1% new version/request, budget 25% of live bytes"))
+    n_dags, sweeps = (150, 40) if quick else (300, 120)
+    tr = scheduler_sweep(n_dags, sweeps)
+    live = total_weight(tr[-n_dags:])  # the versions the last sweep visited
+    for fraction in (0.5, 1.2):
+        out.append(Workload(
+            f"scheduler sweep + redeploys, budget {fraction:g}x live, ours with idle TTL", tr,
+            int(fraction * live),
+            f"{n_dags} DAGs x {sweeps} sweeps, 2% redeployed per sweep; TTL 3 sweeps", ttl=3 * n_dags))
     return out
