@@ -9,8 +9,10 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[airflow,profiling,bench,dev]'
+	# the editable build leaves metadata in the checkout; with the checkout on sys.path (pytest,
+	# python -m) Airflow would then find the plugin's entry point twice
+	rm -rf bytecache.egg-info
 	touch $(STAMP)
 
 install: $(STAMP)

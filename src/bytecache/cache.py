@@ -32,7 +32,7 @@ _MISSING = object()
 
 
 class _Entry:
-    __slots__ = ("key", "value", "weight", "accessed", "segment", "slots")
+    __slots__ = ("key", "value", "weight", "accessed", "segment", "slots", "prior")
 
     def __init__(self, key: Hashable, value: Any, weight: int, accessed: float) -> None:
         self.key = key
@@ -149,6 +149,14 @@ class ByteCache(MutableMapping):
         with self._lock:
             entry = self._data.get(key)  # type: ignore[call-overload]
             return entry is not None and not self._is_expired(entry, self.timer() if self._ttl else 0)
+
+    def peek(self, key: Hashable, default: Any = None) -> Any:
+        """The live value for ``key`` or ``default``, without counting a hit or miss or marking it used."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or self._is_expired(entry, self.timer() if self._ttl else 0):
+                return default
+            return entry.value
 
     def weight_of(self, key: Hashable) -> int:
         """The weight stored for ``key``; KeyError if absent. Counts as neither hit nor use."""

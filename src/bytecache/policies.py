@@ -1,7 +1,9 @@
 """Eviction policies. A policy only orders entries and picks victims; the cache owns storage,
 expiry and accounting. A policy sees entries through four attributes: ``key`` and ``weight`` (set
-by the cache) and ``segment`` and ``slots`` (its own bookkeeping, stored on the entry so a hit
-costs no extra lookup).
+by the cache) and ``segment``, ``slots`` and ``prior`` (its own bookkeeping, stored on the entry so
+a hit costs no extra lookup).
+
+``prior`` is also the policy's: the key's frequency before the visit that brought it in.
 
 The interface, called with the cache lock held:
 - ``add(entry)``: a new entry was stored.
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable
 
+from .climber import WindowClimber
 from .sketch import FrequencySketch
 
 __all__ = ["LRUPolicy", "WTinyLFUPolicy", "POLICIES", "DEFAULT_POLICY", "make_policy"]
@@ -61,9 +64,10 @@ WINDOW, PROBATION, PROTECTED = 0, 1, 2
 
 
 class WTinyLFUPolicy:
-    """Window TinyLFU, size-aware: new entries enter a small LRU window; entries leaving the window
-    are admitted to the main space (a segmented LRU: probation and protected) only if the frequency
-    sketch says they are used more often than the entries they would displace.
+    """Window TinyLFU, size-aware: new entries enter an LRU window (sized by a hill climber);
+    entries leaving the window are admitted to the main space (a segmented LRU: probation and
+    protected) only if the frequency sketch says they were used more often than the entries they
+    would displace.
 
     A cyclic sweep larger than the cache makes every key equally frequent, so candidates never beat
     the residents and the resident set stays put (LRU would flush it on every pass). Weighted entries
@@ -79,19 +83,25 @@ class WTinyLFUPolicy:
         *,
         window_fraction: float = 0.01,
         protected_fraction: float = 0.8,
-        admission_margin: int = 1,
+        adaptive: bool = True,
     ) -> None:
         self.maxsize = maxsize
-        self.max_window = max(1, int(maxsize * window_fraction))
-        self.max_protected = int((maxsize - self.max_window) * protected_fraction)
+        self.protected_fraction = protected_fraction
         self.window: OrderedDict[Any, Any] = OrderedDict()
         self.probation: OrderedDict[Any, Any] = OrderedDict()
         self.protected: OrderedDict[Any, Any] = OrderedDict()
         self.window_weight = 0
         self.protected_weight = 0
         self.sketch = FrequencySketch(64)
+        self.climber = WindowClimber(window_fraction) if adaptive else None
         self._candidates: list = []
-        self.admission_margin = admission_margin
+        self.resize_window(window_fraction)
+
+    def resize_window(self, fraction: float) -> None:
+        """Give the window ``fraction`` of the budget and the protected segment its share of the rest."""
+        self.window_fraction = fraction
+        self.max_window = max(1, int(self.maxsize * fraction))
+        self.max_protected = int((self.maxsize - self.max_window) * self.protected_fraction)
 
     def __len__(self) -> int:
         return len(self.window) + len(self.probation) + len(self.protected)
@@ -101,14 +111,23 @@ class WTinyLFUPolicy:
         if len(self) >= self.sketch.width:
             self._grow_sketch()
         entry.slots = self.sketch.slots(entry.key)
+        entry.prior = self.sketch.frequency(entry.slots)
         self.sketch.increment(entry.slots)
         entry.segment = WINDOW
         self.window[entry.key] = entry
         self.window_weight += entry.weight
+        if self.climber is not None:
+            # A new entry is a miss; hits are counted in record_access. Adapting only here keeps
+            # the hit path free of it.
+            fraction = self.climber.record_miss(period=10 * max(len(self), 64))
+            if fraction is not None:
+                self.resize_window(fraction)
         self._candidates = self._drain_window()
 
     def record_access(self, entry) -> None:
         self.sketch.increment(entry.slots)
+        if self.climber is not None:
+            self.climber.hits += 1
         segment = entry.segment
         if segment == PROTECTED:
             self.protected.move_to_end(entry.key)
@@ -205,15 +224,18 @@ class WTinyLFUPolicy:
         return victims
 
     def admit(self, candidate, rivals: list) -> bool:
-        """A candidate stays only if it is used more often than every entry it would displace.
+        """A candidate stays only if it was used more often than every entry it would displace.
 
-        The candidate is judged without the access that just brought it in (``admission_margin``):
-        in a cyclic sweep the key being read always leads the residents still to be read in this
-        pass by exactly that one access, and counting it would swap residents out on every pass.
+        The candidate is judged on its history before the visit that brought it in (``prior``),
+        not on the accesses of that visit: in a cyclic sweep the key being read leads the residents
+        not yet read in this pass by exactly those accesses (one, or two when a caller looks each
+        key up twice per pass), and counting them would swap the resident set out on every pass.
+        The sketch remembers keys that are not resident, so a key that is really popular has
+        the history to get in on its next visit.
         """
         if not rivals:
             return True
-        frequency = self.sketch.frequency(candidate.slots) - self.admission_margin
+        frequency = candidate.prior
         return all(frequency > self.sketch.frequency(rival.slots) for rival in rivals)
 
     def _rivals(self, weight: int, boundary) -> list:

@@ -95,10 +95,10 @@ def test_stats_count_hits_misses_and_evictions():
     assert cache.stats().hits == 0 and cache.stats().entries == 2
 
 
-def test_contains_and_weight_of_do_not_count_or_touch():
+def test_contains_peek_and_weight_of_do_not_count_or_touch():
     cache = ByteCache(2, policy="lru")
     cache["a"], cache["b"] = 1, 2
-    assert "a" in cache and cache.weight_of("a") == 1
+    assert "a" in cache and cache.weight_of("a") == 1 and cache.peek("a") == 1 and cache.peek("z", 0) == 0
     cache["c"] = 3  # "a" is still least recently used: `in` and weight_of did not touch it
     assert "a" not in cache and cache.stats().hits == 0 and cache.stats().misses == 0
 
@@ -121,7 +121,7 @@ def test_expired_entry_is_never_returned_even_before_removal(clock):
     cache = ByteCache(100, ttl=5, timer=clock)
     cache["k"] = "v"
     clock.advance(5)
-    assert cache.get("k") is None
+    assert cache.get("k") is None and cache.peek("k") is None
     with pytest.raises(KeyError):
         cache["k"]
     with pytest.raises(KeyError):
