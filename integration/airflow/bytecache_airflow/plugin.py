@@ -1,0 +1,33 @@
+"""The Airflow plugin, registered through the ``airflow.plugins`` entry point.
+
+Loading it (which Airflow does in every component) installs the scheduler hook if the scheduler
+runner module is already imported; its listener's ``on_starting`` installs it again right before
+a job's runner is built. See :mod:`bytecache_airflow.hooks`.
+"""
+
+from __future__ import annotations
+
+from airflow.listeners import hookimpl
+from airflow.plugins_manager import AirflowPlugin
+
+from bytecache_airflow.hooks import ApiDagBagMiddleware, install_scheduler_hook
+
+__all__ = ["BytecachePlugin", "DagCacheListener"]
+
+
+class DagCacheListener:
+    """Lifecycle listener: ``Job()`` calls ``on_starting`` before the runner builds its DAG bag."""
+
+    @hookimpl
+    def on_starting(self, component) -> None:
+        install_scheduler_hook()
+
+
+class BytecachePlugin(AirflowPlugin):
+    name = "bytecache"
+    listeners = [DagCacheListener()]
+    # A pass-through unless [api] dag_cache_max_bytes is set (checked once, at the first ASGI event).
+    fastapi_root_middlewares = [{"middleware": ApiDagBagMiddleware, "name": "bytecache-dag-bag"}]
+
+
+install_scheduler_hook()

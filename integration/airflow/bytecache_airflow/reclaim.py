@@ -1,0 +1,124 @@
+"""Evicted is not freed: account for evicted-but-uncollected bytes and reclaim them.
+
+A deserialized ``SerializedDAG`` is one large reference cycle (operators <-> DAG <-> task group),
+so dropping it from the cache frees nothing until a full (generation 2) cyclic collection. In a
+scheduler with many long-lived objects those are rare, so between them the process can hold far
+more DAG memory than the cache admits to. :class:`Reclaimer` keeps a running total of the bytes
+evicted since the last full collection (whoever ran it: a ``gc.callbacks`` hook sees every one)
+and runs ``gc.collect()`` itself when that total passes a fraction of the budget:
+
+* ``soft_fraction`` of the budget, at most once per ``min_interval`` seconds;
+* ``hard_fraction`` of the budget, regardless of the interval (bounded by construction: to get
+  there, a budget's worth of DAGs must have been read and deserialized, which costs far more
+  than one collection).
+
+So live + uncollected bytes stay within ``budget * (1 + hard_fraction)`` plus one entry, and
+normally within ``budget * (1 + soft_fraction)``. Each collection's wall time is recorded.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+__all__ = ["Reclaimer"]
+
+_registry: weakref.WeakSet[Reclaimer] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+_callback_installed = False
+
+
+def _on_gc(phase: str, info: dict) -> None:
+    # Runs inside the collector, in whichever thread triggered it: no locks, no allocation-heavy
+    # work. A finished generation-2 collection has freed every unreachable cycle there was.
+    if phase == "stop" and info.get("generation") == 2:
+        for reclaimer in list(_registry):
+            reclaimer._collected_elsewhere()
+
+
+def _install_callback() -> None:
+    global _callback_installed
+    with _registry_lock:
+        if not _callback_installed:
+            gc.callbacks.append(_on_gc)
+            _callback_installed = True
+
+
+class Reclaimer:
+    """Tracks bytes evicted since the last full collection and collects when they pile up."""
+
+    def __init__(
+        self,
+        budget: Callable[[], int],
+        *,
+        soft_fraction: float = 0.25,
+        hard_fraction: float = 0.5,
+        min_interval: float = 30.0,
+        timer: Callable[[], float] = time.monotonic,
+        on_collect: Callable[[float, int], None] | None = None,
+    ) -> None:
+        if not 0 < soft_fraction <= hard_fraction:
+            raise ValueError(f"need 0 < soft_fraction <= hard_fraction, got {soft_fraction}, {hard_fraction}")
+        if min_interval < 0:
+            raise ValueError(f"min_interval must be >= 0, got {min_interval}")
+        self._budget = budget
+        self.soft_fraction = soft_fraction
+        self.hard_fraction = hard_fraction
+        self.min_interval = min_interval
+        self._timer = timer
+        self._on_collect = on_collect
+        self._lock = threading.Lock()
+        self._collecting = False
+        self.uncollected = 0  # bytes evicted since the last full collection
+        self.collections = 0  # collections this reclaimer ran
+        self.total_ms = 0.0
+        self.last_ms: float | None = None
+        self.full_collections_seen = 0  # any generation-2 collection, ours or not
+        self._last_collect = timer()
+        _install_callback()
+        with _registry_lock:
+            _registry.add(self)
+
+    def _collected_elsewhere(self) -> None:
+        self.uncollected = 0
+        self.full_collections_seen += 1
+
+    def add(self, nbytes: int) -> None:
+        """``nbytes`` of cached objects were dropped and await a full collection."""
+        with self._lock:
+            self.uncollected += nbytes
+
+    def due(self) -> bool:
+        budget = max(int(self._budget()), 1)
+        uncollected = self.uncollected
+        if uncollected >= self.hard_fraction * budget:
+            return True
+        return uncollected >= self.soft_fraction * budget and self._timer() - self._last_collect >= self.min_interval
+
+    def maybe_collect(self) -> float | None:
+        """Collect if due; return the collection's wall time in ms, or None. Call with no locks held."""
+        if not self.uncollected or not self.due():
+            return None
+        with self._lock:
+            if self._collecting:
+                return None
+            self._collecting = True
+        try:
+            freed_estimate = self.uncollected
+            start = time.perf_counter()
+            gc.collect()
+            ms = (time.perf_counter() - start) * 1000.0
+        finally:
+            with self._lock:
+                self._collecting = False
+        self.uncollected = 0  # the callback reset it too; be explicit if callbacks were cleared
+        self._last_collect = self._timer()
+        self.collections += 1
+        self.total_ms += ms
+        self.last_ms = ms
+        if self._on_collect is not None:
+            self._on_collect(ms, freed_estimate)
+        return ms

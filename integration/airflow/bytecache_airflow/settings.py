@@ -1,0 +1,145 @@
+"""The settings of the byte-bounded DAG cache, read from Airflow's configuration.
+
+Every option is read with ``airflow.configuration.conf``, so ``airflow.cfg`` and the
+``AIRFLOW__<SECTION>__<KEY>`` environment variables both work. A value that cannot be used raises
+:class:`DagCacheConfigError` whose message is one line naming the option and the value; the
+scheduler turns it into an exit at start-up (never a silent fallback).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bytecache import DEFAULT_POLICY, POLICIES, format_size, parse_size
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_TTL",
+    "DEFAULT_POLICY",
+    "AIRFLOW_POLICY",
+    "DagCacheConfigError",
+    "DagCacheSettings",
+    "parse_max_bytes",
+    "parse_ttl",
+    "parse_policy",
+    "read_scheduler_settings",
+    "read_api_settings",
+]
+
+#: Default byte budget of the scheduler's cache. Airflow's own cap is 512 entries; for the
+#: ~100-task DAGs of a typical deployment (~0.45 MB deserialized each) that is ~230 MB, and for
+#: 1,000-task DAGs (~4 MB) about 2 GB. 512 MiB holds the 512 typical entries with room to spare
+#: and bounds the big-DAG case to a quarter of it.
+DEFAULT_MAX_BYTES = 512 * 1024**2
+#: Default idle TTL (seconds). Must exceed the scheduler's sweep period (the time it takes to
+#: visit every running run once: runs / [scheduler] max_dagruns_per_loop_to_schedule loops), so
+#: active versions never expire between visits; superseded versions leave within one hour.
+DEFAULT_TTL = 3600.0
+#: ``[scheduler] dag_cache_policy = airflow`` switches the integration off for the scheduler and
+#: leaves Airflow's own 512-entry LRU in place.
+AIRFLOW_POLICY = "airflow"
+
+
+class DagCacheConfigError(ValueError):
+    """A DAG-cache option has a value we cannot use; the message is one line."""
+
+
+@dataclass(frozen=True)
+class DagCacheSettings:
+    section: str
+    max_bytes: int | None  # None: no byte cap (configured as 0)
+    ttl: float | None  # None: no idle expiry (configured as 0)
+    policy: str  # a bytecache policy name, or AIRFLOW_POLICY
+
+    @property
+    def enabled(self) -> bool:
+        return self.policy != AIRFLOW_POLICY
+
+    def describe(self) -> str:
+        budget = "no byte cap" if self.max_bytes is None else f"{format_size(self.max_bytes)} ({self.max_bytes} bytes)"
+        ttl = "off" if self.ttl is None else f"{self.ttl:g}s"
+        return f"budget={budget}, ttl={ttl}, policy={self.policy}"
+
+
+def _option(section: str, key: str) -> str:
+    return f"[{section}] {key}"
+
+
+def parse_max_bytes(value: object, *, section: str = "scheduler", key: str = "dag_cache_max_bytes") -> int | None:
+    """``"512MiB"``, ``"2GB"``, ``"4096"`` -> bytes; ``0`` -> None (no byte cap)."""
+    name = _option(section, key)
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        nbytes = parse_size(text, name=name, allow_zero=True)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise DagCacheConfigError(
+            f"{name} = {value!r} is not a valid size: use a whole number of bytes >= 0 with an "
+            f"optional unit such as 512MiB, 2GB or 4096 (0 = no byte cap)"
+        ) from None
+    return nbytes or None
+
+
+def parse_ttl(value: object, *, section: str = "scheduler", key: str = "dag_cache_ttl") -> float | None:
+    """Idle seconds as a number >= 0; ``0`` -> None (no idle expiry)."""
+    name = _option(section, key)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        seconds = float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise DagCacheConfigError(
+            f"{name} = {value!r} is not a valid TTL: use a number of seconds >= 0 (0 = no idle expiry)"
+        ) from None
+    return seconds or None
+
+
+def parse_policy(
+    value: object, *, section: str = "scheduler", key: str = "dag_cache_policy", allow_airflow: bool = True
+) -> str:
+    name = _option(section, key)
+    choices = sorted(POLICIES) + ([AIRFLOW_POLICY] if allow_airflow else [])
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in choices:
+        raise DagCacheConfigError(f"{name} = {value!r} is not a valid policy: use one of {', '.join(choices)}")
+    return text  # type: ignore[return-value]
+
+
+def _get(section: str, key: str, default: object) -> object:
+    from airflow.configuration import conf
+
+    value = conf.get(section, key, fallback=None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    return value
+
+
+def read_scheduler_settings() -> DagCacheSettings:
+    """``[scheduler] dag_cache_max_bytes``, ``dag_cache_ttl``, ``dag_cache_policy``."""
+    section = "scheduler"
+    return DagCacheSettings(
+        section=section,
+        max_bytes=parse_max_bytes(_get(section, "dag_cache_max_bytes", DEFAULT_MAX_BYTES), section=section),
+        ttl=parse_ttl(_get(section, "dag_cache_ttl", DEFAULT_TTL), section=section),
+        policy=parse_policy(_get(section, "dag_cache_policy", DEFAULT_POLICY), section=section),
+    )
+
+
+def read_api_settings() -> DagCacheSettings | None:
+    """The API server's opt-in: None unless ``[api] dag_cache_max_bytes`` is set.
+
+    The TTL is Airflow's own ``[api] dag_cache_ttl`` (default 3600); the policy is
+    ``[api] dag_cache_policy`` (default: the core's default policy).
+    """
+    section = "api"
+    raw = _get(section, "dag_cache_max_bytes", None)
+    if raw is None:
+        return None
+    return DagCacheSettings(
+        section=section,
+        max_bytes=parse_max_bytes(raw, section=section),
+        ttl=parse_ttl(_get(section, "dag_cache_ttl", 3600), section=section),
+        policy=parse_policy(_get(section, "dag_cache_policy", DEFAULT_POLICY), section=section, allow_airflow=False),
+    )

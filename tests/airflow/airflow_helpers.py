@@ -1,0 +1,181 @@
+"""Helpers for the Airflow integration tests: DAG files, parsing into the DB, runs, subprocesses."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+AIRFLOW_BIN = str(Path(sys.executable).with_name("airflow"))
+BUNDLE = "dags-folder"
+
+DAG_TEMPLATE = '''\
+from datetime import datetime
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+
+with DAG(
+    dag_id={dag_id!r},
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    doc_md={doc!r},
+    tags=["bytecache-test"],
+):
+    tasks = [EmptyOperator(task_id=f"task_{{i:05d}}") for i in range({n})]
+    for i in range({width}, {n}):
+        tasks[i - {width}] >> tasks[i]
+'''
+
+
+def write_dag_file(dags_dir: Path, dag_id: str, n_tasks: int, *, width: int = 10, doc: str = "v1") -> Path:
+    path = Path(dags_dir) / f"{dag_id}.py"
+    path.write_text(DAG_TEMPLATE.format(dag_id=dag_id, n=n_tasks, width=min(width, n_tasks), doc=doc))
+    return path
+
+
+def sync_bundles() -> None:
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        DagBundlesManager().sync_bundles_to_db(session=session)
+
+
+def parse_and_sync(path: Path) -> list[str]:
+    """Parse a DAG file (or folder) and write the serialized DAGs as the dag processor would."""
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+
+    from airflow.configuration import conf
+
+    dags_folder = Path(conf.get("core", "dags_folder"))
+    bag = BundleDagBag(str(path), bundle_path=dags_folder, bundle_name=BUNDLE)
+    assert not bag.import_errors, bag.import_errors
+    with create_session() as session:
+        sync_bag_to_db(bag, BUNDLE, None, session=session)
+    return list(bag.dags)
+
+
+def latest_version_id(dag_id: str):
+    from airflow.models.dag_version import DagVersion
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return DagVersion.get_latest_version(dag_id, session=session).id
+
+
+def serialized_row(version_id):
+    """(dag_hash, length of the stored JSON) straight from the table."""
+    from sqlalchemy import text
+
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(
+            text("SELECT dag_hash, length(data), data_compressed FROM serialized_dag WHERE dag_version_id = :v"),
+            {"v": str(version_id).replace("-", "")},
+        ).first()
+    return row
+
+
+def create_running_run(dag_id: str, run_id: str | None = None) -> str:
+    from airflow.models.dag import DagModel
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from sqlalchemy import update
+
+    now = datetime.now(timezone.utc)
+    run_id = run_id or f"bytecache_{dag_id}_{now.timestamp():.6f}"
+    with create_session() as session:
+        session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(is_paused=False))
+        dag = SerializedDagModel.get(dag_id, session=session).dag
+        dag.create_dagrun(
+            run_id=run_id,
+            logical_date=now,
+            data_interval=(now, now),
+            run_after=now,
+            run_type=DagRunType.MANUAL,
+            triggered_by=DagRunTriggeredByType.TEST,
+            state=DagRunState.RUNNING,
+            session=session,
+        )
+    return run_id
+
+
+def get_run(session, dag_id: str, run_id: str | None = None):
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    query = select(DagRun).where(DagRun.dag_id == dag_id)
+    if run_id:
+        query = query.where(DagRun.run_id == run_id)
+    return session.scalars(query.order_by(DagRun.id.desc()).limit(1)).one()
+
+
+def copy_sqlite(src: Path, dst: Path) -> None:
+    with sqlite3.connect(str(src)) as source, sqlite3.connect(str(dst)) as target:
+        source.backup(target)
+
+
+def run_airflow(args: list[str], *, env: dict, timeout: float = 180, check: bool = False, cwd=None):
+    proc = subprocess.run(
+        [AIRFLOW_BIN, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"airflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class StatsdListener:
+    """A real UDP statsd endpoint on 127.0.0.1 that collects every line it receives."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(65535)
+            except OSError:
+                continue
+            with self._cond:
+                self.lines.extend(data.decode().splitlines())
+                self._cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 10.0):
+        """The first received line satisfying ``predicate`` (waits on arrivals, not on a clock)."""
+        with self._cond:
+            found = self._cond.wait_for(lambda: next((l for l in self.lines if predicate(l)), None), timeout)
+        return found
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(1)
+        self.sock.close()

@@ -1,0 +1,304 @@
+"""The byte-bounded bag against a real metadata DB, through ``get_dag_for_run``."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import airflow_helpers as helpers
+import pytest
+
+from bytecache.measure import Calibrator
+
+from airflow.models.dagbag import CachedDBDagBag
+from airflow.utils.session import create_session
+
+from bytecache_airflow.dagbag import ByteBoundedDagBag, serialized_size
+
+
+def make_bag(clock=None, **kwargs) -> ByteBoundedDagBag:
+    kwargs.setdefault("max_bytes", "64MiB")
+    kwargs.setdefault("stats_prefix", "test.dag_bag")
+    kwargs.setdefault("background", False)
+    kwargs.setdefault("revalidation_interval", 30)
+    return ByteBoundedDagBag(load_op_links=False, timer=clock or helpers.FakeClock(), **kwargs)
+
+
+def counters(bag):
+    s = bag.cache.stats()
+    return s.loads, s.hits
+
+
+def test_is_a_cached_db_dag_bag_with_byte_budget(airflow_db):
+    bag = make_bag(max_bytes="32MiB", ttl=600, policy="lru")
+    assert isinstance(bag, CachedDBDagBag)
+    assert bag.max_bytes == 32 * 1024**2 and bag.ttl == 600 and bag.policy == "lru"
+
+
+def test_hits_misses_and_weights(airflow_db):
+    calibrator = Calibrator(warmup=3, every=1_000_000)
+    bag = make_bag(calibrator=calibrator)
+    with create_session() as session:
+        runs = [helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100, 1000)]
+        for run in runs:  # first visit: a miss each, loaded from the DB
+            dag = bag.get_dag_for_run(run, session=session)
+            assert dag is not None and dag.dag_id == run.dag_id
+        assert counters(bag) == (3, 0)
+        ratio = calibrator.ratio
+        assert ratio is not None and 2.0 < ratio < 8.0, ratio  # deep size / JSON, measured not assumed
+        for run in runs:  # second visit: hits, same objects
+            assert bag.get_dag_for_run(run, session=session) is bag.cache.get(
+                helpers.latest_version_id(run.dag_id)
+            ).dag
+        assert bag.cache.stats().loads == 3
+
+    # weights = serialized size (the stored JSON) x the calibrated ratio
+    total = 0
+    for n in (10, 100, 1000):
+        version_id = helpers.latest_version_id(airflow_db["dags_by_size"][n])
+        dag_hash, json_length, compressed = helpers.serialized_row(version_id)
+        assert compressed is None
+        assert bag.cache.get(version_id).serialized_bytes == json_length
+        # the first three were the calibrator's warm-up samples; each was weighed with the ratio
+        # known after its own sample, so re-weigh with the final ratio for the closing check
+        assert abs(bag.cache.weight_of(version_id) - json_length * ratio) <= json_length * ratio * 0.5
+        total += bag.cache.weight_of(version_id)
+    assert bag.currsize == total
+
+    # once calibrated (no more samples), each new weight is exactly JSON length x ratio
+    bag2 = make_bag(calibrator=calibrator)
+    with create_session() as session:
+        for n in (10, 100, 1000):
+            run = helpers.get_run(session, airflow_db["dags_by_size"][n])
+            bag2.get_dag_for_run(run, session=session)
+            version_id = helpers.latest_version_id(run.dag_id)
+            json_length = helpers.serialized_row(version_id)[1]
+            assert bag2.cache.weight_of(version_id) == round(json_length * calibrator.ratio)
+
+
+def test_budget_never_exceeded_and_evictions_accounted(airflow_db):
+    calibrator = Calibrator(warmup=1, every=1_000_000)
+    bag = make_bag(max_bytes=None, calibrator=calibrator)
+    with create_session() as session:
+        run_big = helpers.get_run(session, airflow_db["dags_by_size"][1000])
+        bag.get_dag_for_run(run_big, session=session)
+        big_weight = bag.currsize
+    # a budget that holds the 1,000-task DAG but not it and the 100-task one together
+    small = make_bag(max_bytes=int(big_weight * 1.05), calibrator=calibrator, reclaim_soft_fraction=10.0,
+                     reclaim_hard_fraction=10.0)
+    peak = 0
+    with create_session() as session:
+        runs = [helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100, 1000)]
+        for _ in range(3):
+            for run in runs:
+                assert small.get_dag_for_run(run, session=session).dag_id == run.dag_id
+                peak = max(peak, small.currsize)
+                assert small.currsize <= small.max_bytes
+        stats = small.cache.stats()
+        assert stats.evictions_size > 0
+        assert peak <= small.max_bytes
+        # every evicted byte is counted as uncollected until a full collection
+        assert small.uncollected_bytes > 0
+    gc.collect()
+    assert small.uncollected_bytes == 0
+
+
+def test_rejects_a_dag_heavier_than_the_budget(airflow_db):
+    bag = make_bag(max_bytes="64KiB")
+    with create_session() as session:
+        run = helpers.get_run(session, airflow_db["dags_by_size"][1000])
+        dag = bag.get_dag_for_run(run, session=session)
+        assert dag is not None and len(dag.task_dict) == 1000
+        assert bag.cache.stats().rejections == 1 and len(bag.cache) == 0
+
+
+def test_reclaim_runs_gc_when_uncollected_passes_fraction(airflow_db):
+    clock = helpers.FakeClock()
+    calibrator = Calibrator(warmup=1, every=1_000_000)
+    bag = make_bag(clock, max_bytes=None, calibrator=calibrator)
+    with create_session() as session:
+        bag.get_dag_for_run(helpers.get_run(session, airflow_db["dags_by_size"][100]), session=session)
+        w100 = bag.currsize
+    bag = make_bag(clock, max_bytes=int(w100 * 1.5), calibrator=calibrator, reclaim_soft_fraction=0.5,
+                   reclaim_hard_fraction=2.0, reclaim_min_interval=60, maintenance_interval=1)
+    with create_session() as session:
+        run10 = helpers.get_run(session, airflow_db["dags_by_size"][10])
+        run100 = helpers.get_run(session, airflow_db["dags_by_size"][100])
+        bag.get_dag_for_run(run100, session=session)
+        bag.get_dag_for_run(run10, session=session)
+        gc_disabled = gc.isenabled()
+        gc.disable()  # only our reclaim may collect during the sweep below
+        try:
+            bag.clear_cache()  # drops both: well over half the budget
+            assert bag.uncollected_bytes >= 0.5 * bag.max_bytes
+            assert bag.reclaimer.collections == 0  # the soft trigger waits for its interval
+            clock.advance(61)
+            bag.get_dag_for_run(run10, session=session)  # a lookup runs maintenance
+            assert bag.reclaimer.collections == 1
+            assert bag.reclaimer.last_ms is not None and bag.reclaimer.last_ms > 0
+            assert bag.uncollected_bytes == 0
+        finally:
+            if gc_disabled:
+                gc.enable()
+
+
+def test_version_churn_old_version_expires_by_ttl(airflow_db):
+    dags_dir = airflow_db["dags"]
+    dag_id = "churn"
+    path = helpers.write_dag_file(dags_dir, dag_id, 20, doc="v1")
+    helpers.parse_and_sync(path)
+    helpers.create_running_run(dag_id)  # its task instances pin v1: a rewrite makes a new version
+    v1 = helpers.latest_version_id(dag_id)
+
+    clock = helpers.FakeClock()
+    bag = make_bag(clock, ttl=300, maintenance_interval=1)
+    with create_session() as session:
+        run = helpers.get_run(session, dag_id)
+        assert bag.get_dag_for_run(run, session=session).doc_md == "v1"
+        assert list(bag.cache) == [v1]
+
+    helpers.write_dag_file(dags_dir, dag_id, 20, doc="v2")
+    helpers.parse_and_sync(path)
+    v2 = helpers.latest_version_id(dag_id)
+    assert v2 != v1
+
+    with create_session() as session:
+        run = helpers.get_run(session, dag_id)
+        clock.advance(200)
+        # the unversioned dags-folder bundle resolves the run to the latest version: a miss
+        assert bag.get_dag_for_run(run, session=session).doc_md == "v2"
+        assert set(bag.cache) == {v1, v2}
+        for _ in range(3):  # v2 stays in use; v1 goes idle
+            clock.advance(100)
+            assert bag.get_dag_for_run(run, session=session).doc_md == "v2"
+    assert list(bag.cache) == [v2]
+    assert bag.cache.stats().evictions_expired == 1
+    assert bag.currsize == bag.cache.weight_of(v2)
+
+
+def test_in_place_rewrite_picked_up_after_revalidation_window(airflow_db):
+    dags_dir = airflow_db["dags"]
+    dag_id = "inplace"
+    path = helpers.write_dag_file(dags_dir, dag_id, 15, doc="a")
+    helpers.parse_and_sync(path)
+    helpers.create_running_run(dag_id)
+    helpers.write_dag_file(dags_dir, dag_id, 15, doc="b")  # new version, no task instances yet
+    helpers.parse_and_sync(path)
+    version = helpers.latest_version_id(dag_id)
+
+    clock = helpers.FakeClock()
+    bag = make_bag(clock, revalidation_interval=30)
+    with create_session() as session:
+        run = helpers.get_run(session, dag_id)
+        assert bag.get_dag_for_run(run, session=session).doc_md == "b"
+
+    helpers.write_dag_file(dags_dir, dag_id, 15, doc="c")  # same version id, rewritten in place
+    helpers.parse_and_sync(path)
+    assert helpers.latest_version_id(dag_id) == version
+
+    with create_session() as session:
+        run = helpers.get_run(session, dag_id)
+        clock.advance(10)
+        assert bag.get_dag_for_run(run, session=session).doc_md == "b"  # inside the window: cached
+        clock.advance(25)  # 35 s since validation: check dag_hash, reload
+        assert bag.get_dag_for_run(run, session=session).doc_md == "c"
+        assert bag.cache.stats().loads == 2
+        clock.advance(5)
+        assert bag.get_dag_for_run(run, session=session).doc_md == "c"
+        assert bag.cache.stats().loads == 2
+    assert bag.uncollected_bytes > 0  # the stale copy was dropped
+
+
+def test_single_flight_concurrent_misses_load_once(airflow_db):
+    bag = make_bag(clock=None)
+    dag_id = airflow_db["dags_by_size"][1000]
+    barrier = threading.Barrier(4)
+    results, errors = [], []
+
+    def worker():
+        try:
+            with create_session() as session:
+                run = helpers.get_run(session, dag_id)
+                barrier.wait()
+                results.append(bag.get_dag_for_run(run, session=session))
+        except Exception as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len({id(d) for d in results}) == 1
+    assert bag.cache.stats().loads == 1
+
+
+def test_other_methods_keep_airflow_behaviour(airflow_db):
+    bag = make_bag()
+    with create_session() as session:
+        version_id = helpers.latest_version_id(airflow_db["dags_by_size"][10])
+        model = bag.get_serialized_dag_model(version_id, session=session)
+        assert model is not None and model.dag_version_id == version_id
+        assert len(bag.cache) == 0  # read from the DB, not cached
+        all_dags = list(bag.iter_all_latest_version_dags(session=session))
+        assert {d.dag_id for d in all_dags} >= set(airflow_db["dags_by_size"].values())
+        assert len(bag.cache) == 0  # bypasses the cache
+        assert bag.get_dag("00000000-0000-7000-8000-000000000000", session=session) is None
+        dag = bag.get_latest_version_of_dag(airflow_db["dags_by_size"][10], session=session)
+        assert dag.dag_id == airflow_db["dags_by_size"][10]
+        assert version_id in bag.cache
+        assert bag.get_dag(version_id, session=session) is dag
+        bag.get_dag(helpers.latest_version_id(airflow_db["dags_by_size"][100]), session=session)
+    assert bag.clear_cache() == 2
+    assert len(bag.cache) == 0 and bag.currsize == 0
+
+
+def test_compressed_serialized_dags_weigh_uncompressed_length(airflow_db, monkeypatch):
+    from airflow.models import serialized_dag
+
+    monkeypatch.setattr(serialized_dag, "_COMPRESS_SERIALIZED_DAGS", True)
+    dag_id = "compressed"
+    path = helpers.write_dag_file(airflow_db["dags"], dag_id, 50)
+    helpers.parse_and_sync(path)
+    version_id = helpers.latest_version_id(dag_id)
+    _, json_length, compressed = helpers.serialized_row(version_id)
+    assert compressed and json_length in (None, 4)  # the JSON column holds null
+    import zlib
+
+    uncompressed = len(zlib.decompress(compressed))
+    calibrator = Calibrator(warmup=0, every=1_000_000)  # never samples: default ratio
+    bag = make_bag(calibrator=calibrator, default_ratio=4.0)
+    with create_session() as session:
+        assert bag.get_dag(version_id, session=session).dag_id == dag_id
+        assert bag.cache.get(version_id).serialized_bytes == uncompressed
+        assert bag.cache.weight_of(version_id) == round(uncompressed * 4.0)
+        model = bag.get_serialized_dag_model(version_id, session=session)
+        assert serialized_size(model, session) == uncompressed
+
+
+def test_live_plus_uncollected_stays_within_budget_plus_margin(airflow_db):
+    """With automatic GC off, churn through a budget smaller than the set: the reclaim keeps
+    currsize + uncollected <= budget * (1 + hard_fraction) + one entry."""
+    calibrator = Calibrator(warmup=1, every=1_000_000)
+    bag = make_bag(max_bytes=None, calibrator=calibrator)
+    with create_session() as session:
+        runs = [helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100)]
+        for run in runs:
+            bag.get_dag_for_run(run, session=session)
+        heaviest = max(bag.cache.weight_of(k) for k in bag.cache)
+        budget = int(bag.currsize * 0.9)  # both never fit together
+    bag = make_bag(max_bytes=budget, calibrator=calibrator, reclaim_hard_fraction=0.5, reclaim_min_interval=1e9)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with create_session() as session:
+            for _ in range(6):
+                for run in runs:
+                    bag.get_dag_for_run(run, session=session)
+                    assert bag.currsize <= budget
+                    assert bag.currsize + bag.uncollected_bytes <= budget * 1.5 + heaviest
+        assert bag.reclaimer.collections >= 1 and bag.cache.stats().evictions_size >= 6
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -1,0 +1,173 @@
+"""The plugin in a real scheduler: in process (SchedulerJobRunner), over statsd, and as `airflow scheduler`."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+
+import airflow_helpers as helpers
+import pytest
+
+from airflow.jobs import scheduler_job_runner
+from airflow.jobs.job import Job
+from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+from airflow.models.dagbag import CachedDBDagBag
+from airflow.utils.session import create_session
+
+from bytecache_airflow import hooks
+from bytecache_airflow.dagbag import ByteBoundedDagBag
+from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_TTL
+
+
+def build_runner() -> SchedulerJobRunner:
+    return SchedulerJobRunner(job=Job(), num_runs=1)
+
+
+def test_plugin_is_registered_through_the_entry_point(airflow_db):
+    from airflow import plugins_manager
+
+    plugins, errors = plugins_manager._get_plugins()
+    assert "bytecache" in {p.name for p in plugins}
+    assert not [e for name, e in errors.items() if "bytecache" in name and "already registered" not in e]
+
+
+def test_scheduler_runner_builds_our_bag_with_the_configured_budget(airflow_db, monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", "256MiB")
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_TTL", "900")
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_POLICY", "lru")
+    with caplog.at_level(logging.INFO, logger="bytecache_airflow"):
+        runner = build_runner()
+    bag = runner.scheduler_dag_bag
+    assert isinstance(bag, ByteBoundedDagBag) and isinstance(bag, CachedDBDagBag)
+    assert (bag.max_bytes, bag.ttl, bag.policy) == (256 * 1024**2, 900.0, "lru")
+    assert bag._stats_prefix == "scheduler.dag_bag" and bag.load_op_links is False
+    lines = [r.getMessage() for r in caplog.records if "scheduler DAG cache" in r.getMessage()]
+    assert lines == ["bytecache: scheduler DAG cache budget=256.0 MiB (268435456 bytes), ttl=900s, policy=lru (replaces Airflow's 512-entry LRU)"]
+    # the bag works for the scheduler's own call
+    with create_session() as session:
+        run = helpers.get_run(session, airflow_db["dags_by_size"][10])
+        assert bag.get_dag_for_run(run, session=session).dag_id == run.dag_id
+
+
+def test_without_settings_the_default_budget_applies(airflow_db):
+    bag = build_runner().scheduler_dag_bag
+    assert isinstance(bag, ByteBoundedDagBag)
+    assert (bag.max_bytes, bag.ttl, bag.policy) == (DEFAULT_MAX_BYTES, DEFAULT_TTL, "tinylfu")
+
+
+def test_policy_airflow_keeps_airflows_own_cache(airflow_db, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_POLICY", "airflow")
+    bag = build_runner().scheduler_dag_bag
+    assert type(bag) is CachedDBDagBag
+    assert bag._dags.maxsize == scheduler_job_runner.SCHEDULER_DAG_CACHE_SIZE
+
+
+def test_zero_budget_means_no_byte_cap(airflow_db, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", "0")
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_TTL", "0")
+    bag = build_runner().scheduler_dag_bag
+    assert bag.max_bytes is None and bag.ttl is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("DAG_CACHE_MAX_BYTES", "-5"), ("DAG_CACHE_MAX_BYTES", "lots"), ("DAG_CACHE_TTL", "soon"), ("DAG_CACHE_TTL", "-1"),
+     ("DAG_CACHE_POLICY", "fifo")],
+)
+def test_bad_value_stops_runner_construction(airflow_db, monkeypatch, key, value):
+    monkeypatch.setenv(f"AIRFLOW__SCHEDULER__{key}", value)
+    with pytest.raises(SystemExit) as info:
+        build_runner()
+    message = str(info.value.code)
+    assert f"[scheduler] {key.lower()} = {value!r}" in message and "\n" not in message
+
+
+def test_missing_hook_point_warns_and_leaves_airflow_alone(airflow_db, monkeypatch, caplog):
+    class NotAirflowsBag(CachedDBDagBag):
+        pass
+
+    monkeypatch.setattr(scheduler_job_runner, "CachedDBDagBag", NotAirflowsBag)
+    monkeypatch.setattr(hooks, "_warned_missing", False)
+    with caplog.at_level(logging.WARNING, logger="bytecache_airflow"):
+        assert hooks.install_scheduler_hook() is False
+        bag = build_runner().scheduler_dag_bag
+    assert type(bag) is NotAirflowsBag
+    warnings = [r.getMessage() for r in caplog.records if "hook point missing" in r.getMessage()]
+    assert len(warnings) == 1 and "leaving Airflow's DAG cache unchanged" in warnings[0]
+    monkeypatch.undo()
+    assert hooks.install_scheduler_hook() is True
+
+
+def test_statsd_receives_cache_bytes_gauge_equal_to_currsize(airflow_db, monkeypatch):
+    from airflow._shared.observability.metrics import stats
+    from airflow.observability.metrics import stats_utils
+
+    listener = helpers.StatsdListener()
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    try:
+        bag = ByteBoundedDagBag(False, max_bytes="128MiB", stats_prefix="scheduler.dag_bag", background=False)
+        with create_session() as session:
+            for n in (10, 100):
+                run = helpers.get_run(session, airflow_db["dags_by_size"][n])
+                bag.get_dag_for_run(run, session=session)
+                bag.get_dag_for_run(run, session=session)
+        bag.maintain(force=True)
+        expected = f"airflow.scheduler.dag_bag.cache_bytes:{bag.currsize}|g"
+        assert listener.wait_for(lambda line: line == expected), listener.lines
+        assert listener.wait_for(lambda l: l == f"airflow.scheduler.dag_bag.cache_max_bytes:{128 * 1024**2}|g")
+        assert listener.wait_for(lambda l: l == "airflow.scheduler.dag_bag.cache_size:2|g")
+        assert listener.wait_for(lambda l: l.startswith("airflow.scheduler.dag_bag.cache_miss:1|c"))
+        assert listener.wait_for(lambda l: l.startswith("airflow.scheduler.dag_bag.cache_hit:1|c"))
+        assert listener.wait_for(lambda l: l.startswith("airflow.scheduler.dag_bag.cache_load:") and l.endswith("|ms"))
+        # gauges are sent on change only: an unchanged flush sends nothing
+        assert bag.flush_gauges() == {}
+    finally:
+        stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+        monkeypatch.undo()
+        from airflow._shared.observability.metrics.base_stats_logger import NoStatsLogger
+
+        stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+        listener.close()
+
+
+def _tiny_run_state(db_path) -> str:
+    with sqlite3.connect(str(db_path)) as conn:
+        return conn.execute("SELECT state FROM dag_run WHERE dag_id = 'tiny' ORDER BY id DESC LIMIT 1").fetchone()[0]
+
+
+def test_airflow_scheduler_subprocess_logs_startup_line_and_completes_a_run(db_copy):
+    env = db_copy["env"]
+    env["AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES"] = "96MiB"
+    assert _tiny_run_state(db_copy["db"]) == "running"
+    proc = helpers.run_airflow(["scheduler", "--num-runs", "10", "--skip-serve-logs"], env=env, timeout=240,
+                               cwd=db_copy["dir"])
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    assert output.count("bytecache: scheduler DAG cache budget=96.0 MiB (100663296 bytes), ttl=3600s, policy=tinylfu") == 1, output[-5000:]
+    assert _tiny_run_state(db_copy["db"]) == "success", output[-5000:]
+
+
+def test_bad_values_make_airflow_scheduler_exit_with_the_message(db_copy):
+    cases = {
+        ("DAG_CACHE_MAX_BYTES", "-1GB"): "[scheduler] dag_cache_max_bytes = '-1GB' is not a valid size",
+        ("DAG_CACHE_MAX_BYTES", "plenty"): "[scheduler] dag_cache_max_bytes = 'plenty' is not a valid size",
+        ("DAG_CACHE_TTL", "an hour"): "[scheduler] dag_cache_ttl = 'an hour' is not a valid TTL",
+        ("DAG_CACHE_POLICY", "mru"): "[scheduler] dag_cache_policy = 'mru' is not a valid policy",
+    }
+    procs = {}
+    for (key, value), message in cases.items():  # all at once: each start-up is mostly imports
+        env = dict(db_copy["env"], **{f"AIRFLOW__SCHEDULER__{key}": value})
+        procs[message] = subprocess.Popen(
+            [helpers.AIRFLOW_BIN, "scheduler", "--num-runs", "1", "--skip-serve-logs"],
+            env=env, cwd=db_copy["dir"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+    for message, proc in procs.items():
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode != 0, (message, out[-3000:], err[-3000:])
+        lines = [line for line in err.splitlines() if message in line]
+        assert len(lines) == 1 and lines[0].startswith("bytecache: "), (message, err[-3000:])
+    assert _tiny_run_state(db_copy["db"]) == "running"  # none of them scheduled anything
