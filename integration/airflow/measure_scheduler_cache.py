@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--sweeps", type=int, default=3)
     parser.add_argument("--budget-fraction", type=float, default=0.6, help="budget / working set")
     parser.add_argument("--keep", action="store_true", help="keep the temporary AIRFLOW_HOME")
+    parser.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configurations (by label)")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bytecache-measure-"))
@@ -219,6 +220,8 @@ def main() -> None:
             ("bytecache-lru", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": str(budget), "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "lru"}),
             ("bytecache-tinylfu-fits", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": str(int(working_set * 1.5)), "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "tinylfu"}),
         ]
+        if args.only:
+            configs = [c for c in configs if c[0] in args.only]
         results = []
         for label, env in configs:
             results.append(run_config(label, env, loops, per_sweep))
