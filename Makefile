@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 soak: $(STAMP)
-	$(PY) benchmarks/run.py --quick
+	$(PY) profiling/scheduler_soak.py --quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

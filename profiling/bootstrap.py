@@ -1,0 +1,323 @@
+"""Start Airflow's own CLI inside a process instrumented for profiling.
+
+    python -m profiling.bootstrap scheduler --skip-serve-logs      # = airflow scheduler ...
+
+Everything here is opt-in through environment variables, and nothing changes Airflow's files:
+
+``BYTECACHE_PROFILE_DAG_CACHE_SIZE=N``
+    sets ``airflow.jobs.scheduler_job_runner.SCHEDULER_DAG_CACHE_SIZE`` (Airflow hard-codes 512)
+    before the CLI runs. ``0`` gives ``CachedDBDagBag(cache_size=0, cache_ttl=0)``: a plain dict,
+    the unbounded cache that Airflow < 3.3 ran. (With bytecache installed, also set
+    ``AIRFLOW__SCHEDULER__DAG_CACHE_POLICY=airflow`` so its plugin leaves Airflow's bag in place.)
+``BYTECACHE_PROFILE_TRACE=FILE``
+    records every lookup of the scheduler's DAG bag as ``<dag_version_id> <weight>`` lines
+    (gzip when FILE ends in ``.gz``). The weight is the bag's own when it has one (bytecache's
+    calibrated weight), else the serialized JSON length times ``BYTECACHE_PROFILE_TRACE_RATIO``
+    (default 3.8, the measured mean deep/JSON ratio), memoized per version.
+``BYTECACHE_PROFILE_REPORT=FILE``
+    writes a JSON report when the scheduler exits gracefully (SIGTERM/SIGINT): bag class and
+    entries, bytecache's gauges, lookups / hits / misses / scheduler loops counted in-process,
+    full (generation-2) GC collections and their time, the RSS at the start of the scheduling
+    loop and after its first iteration (the soak's baseline), and, with ``BYTECACHE_PROFILE_DEEP=1``, the deep size of the
+    cached DAGs. Before writing it runs ``gc.collect()``, so evicted-but-uncollected DAGs are
+    gone when memray's tracker (Airflow's ``[profiling] memray_trace_components``) closes and
+    memray's leaked-at-exit records under the bag's load path are exactly the cached DAGs.
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import json
+import os
+import sys
+import threading
+import time
+
+_state: dict = {
+    "bag": None,
+    "runner": None,
+    "lookups": 0,
+    "hits": 0,
+    "misses": 0,
+    "loops": 0,
+    "gc_full": 0,
+    "gc_full_ms": 0.0,
+    "gc_all": 0,
+    "gc_all_ms": 0.0,
+    "loop_start": None,
+    "started": time.time(),
+    "reported": False,
+    "in_gc": False,
+}
+_gc_t0: list[float] = [0.0]
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _redeliver(signum: int, delay: float) -> None:
+    t = threading.Timer(delay, os.kill, (os.getpid(), signum))
+    t.daemon = True
+    t.start()
+
+
+def _in_gc_callback(frame) -> bool:
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_gc(phase: str, info: dict) -> None:
+    if phase == "start":
+        _state["in_gc"] = True
+        _gc_t0[0] = time.perf_counter()
+        return
+    _state["in_gc"] = False
+    ms = (time.perf_counter() - _gc_t0[0]) * 1000.0
+    _state["gc_all"] += 1
+    _state["gc_all_ms"] += ms
+    if info.get("generation") == 2:
+        _state["gc_full"] += 1
+        _state["gc_full_ms"] += ms
+
+
+class _TraceWriter:
+    def __init__(self, path: str, db_path: str | None, ratio: float) -> None:
+        self.path = path
+        self._f = gzip.open(path, "wt", compresslevel=6) if path.endswith(".gz") else open(path, "w")
+        self._lock = threading.Lock()
+        self._db_path = db_path
+        self._ratio = ratio
+        self._weights: dict[str, int] = {}
+        self._conn = None
+        self.records = 0
+
+    def _json_length(self, key: str) -> int:
+        import sqlite3
+
+        if self._conn is None and self._db_path:
+            self._conn = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+        if self._conn is None:
+            return 0
+        row = self._conn.execute(
+            "SELECT length(data), length(data_compressed) FROM serialized_dag WHERE dag_version_id = ?", (key,)
+        ).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def record(self, bag, version_id) -> None:
+        key = version_id.hex if hasattr(version_id, "hex") and not isinstance(version_id, str) else str(version_id).replace("-", "")
+        weight = None
+        cache = getattr(bag, "cache", None)
+        if cache is not None and hasattr(cache, "weight_of"):
+            try:
+                weight = cache.weight_of(version_id)
+            except KeyError:
+                weight = None
+        if weight is None:
+            weight = self._weights.get(key)
+            if weight is None:
+                try:
+                    weight = int(self._json_length(key) * self._ratio)
+                except Exception:
+                    weight = 0
+                self._weights[key] = weight
+        with self._lock:
+            self._f.write(f"{key} {weight}\n")
+            self.records += 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
+
+
+_trace: _TraceWriter | None = None
+
+
+def _instrument_bag(bag) -> None:
+    """Count (and optionally trace) the scheduler bag's lookups, hits and misses on the instance."""
+    orig_get, orig_hit, orig_miss = bag._get_dag, bag._on_cache_hit, bag._on_cache_miss
+
+    def _get_dag(version_id, session):
+        _state["lookups"] += 1
+        dag = orig_get(version_id, session)
+        if _trace is not None:
+            try:
+                _trace.record(bag, version_id)
+            except Exception as exc:  # never break the scheduler for a trace line
+                print(f"profiling.bootstrap: trace record failed: {exc!r}", file=sys.stderr)
+        return dag
+
+    def _on_hit(*a, **k):
+        _state["hits"] += 1
+        return orig_hit(*a, **k)
+
+    def _on_miss(*a, **k):
+        _state["misses"] += 1
+        return orig_miss(*a, **k)
+
+    bag._get_dag = _get_dag  # get_dag_for_run / get_dag call self._get_dag: the instance attribute wins
+    bag._on_cache_hit = _on_hit
+    bag._on_cache_miss = _on_miss
+
+
+def _cached_dags(bag) -> list:
+    dags = getattr(bag, "_dags", {})
+    data = getattr(dags, "_data", None)  # a ByteCache: read entries without touching recency
+    if data is not None:
+        return [getattr(e.value, "dag", None) for e in list(data.values())]
+    return [getattr(e, "dag", None) for e in list(dict.values(dags) if isinstance(dags, dict) else dags.values())]
+
+
+def write_report(reason: str) -> None:
+    path = os.environ.get("BYTECACHE_PROFILE_REPORT")
+    if _state["reported"]:
+        return
+    _state["reported"] = True
+    t0 = time.perf_counter()
+    gc.collect()
+    collect_ms = (time.perf_counter() - t0) * 1000.0
+    bag = _state["bag"]
+    report: dict = {
+        "reason": reason,
+        "pid": os.getpid(),
+        "uptime_s": time.time() - _state["started"],
+        "rss_at_exit": _rss(),
+        "final_collect_ms": collect_ms,
+        "loop_start": _state["loop_start"],
+        "first_loop": _state.get("first_loop"),
+        "dag_cache_size_setting": _scheduler_cache_size(),
+        **{k: _state[k] for k in ("lookups", "hits", "misses", "loops", "gc_full", "gc_full_ms", "gc_all", "gc_all_ms")},
+    }
+    if bag is not None:
+        report["bag_class"] = f"{type(bag).__module__}.{type(bag).__qualname__}"
+        report["bag_store"] = type(getattr(bag, "_dags", None)).__name__
+        report["entries"] = len(getattr(bag, "_dags", ()))
+        if hasattr(bag, "gauges"):
+            report["gauges"] = bag.gauges()
+            rc = getattr(bag, "reclaimer", None)
+            if rc is not None:
+                report["reclaims"] = rc.collections
+                report["reclaim_ms"] = rc.total_ms
+            cal = getattr(bag, "calibrator", None)
+            if cal is not None:
+                report["calibrated_ratio"] = cal.ratio
+                report["calibrator_samples"] = cal.samples
+            if hasattr(bag, "describe"):
+                report["describe"] = bag.describe()
+        if os.environ.get("BYTECACHE_PROFILE_DEEP") == "1":
+            from bytecache.measure import deep_sizeof
+
+            t1 = time.perf_counter()
+            dags = [d for d in _cached_dags(bag) if d is not None]
+            report["deep_bytes"] = sum(deep_sizeof(d) for d in dags)
+            report["deep_entries"] = len(dags)
+            report["deep_ms"] = (time.perf_counter() - t1) * 1000.0
+    if _trace is not None:
+        _trace.close()
+        report["trace"] = {"path": _trace.path, "records": _trace.records}
+    if path:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+        os.replace(tmp, path)
+
+
+def _scheduler_cache_size():
+    mod = sys.modules.get("airflow.jobs.scheduler_job_runner")
+    return getattr(mod, "SCHEDULER_DAG_CACHE_SIZE", None)
+
+
+def install() -> None:
+    global _trace
+    gc.callbacks.append(_on_gc)
+    import airflow.jobs.scheduler_job_runner as sjr
+
+    size = os.environ.get("BYTECACHE_PROFILE_DAG_CACHE_SIZE")
+    if size is not None and size != "":
+        sjr.SCHEDULER_DAG_CACHE_SIZE = int(size)
+    trace_path = os.environ.get("BYTECACHE_PROFILE_TRACE")
+    if trace_path:
+        conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+        db_path = conn[len("sqlite:///"):] if conn.startswith("sqlite:///") else None
+        _trace = _TraceWriter(trace_path, db_path, float(os.environ.get("BYTECACHE_PROFILE_TRACE_RATIO", "3.8")))
+
+    runner_cls = sjr.SchedulerJobRunner
+    orig_loop = runner_cls._run_scheduler_loop
+    orig_do = runner_cls._do_scheduling
+    orig_exit = runner_cls._exit_gracefully
+
+    def _run_scheduler_loop(self):
+        # The bag exists by now. (SchedulerJobRunner.__init__ is left alone on purpose: the
+        # bytecache plugin checks that its code still builds the bag through CachedDBDagBag.)
+        _state["runner"] = self
+        _state["bag"] = bag = self.scheduler_dag_bag
+        _instrument_bag(bag)
+        print(
+            f"profiling.bootstrap: scheduler DAG bag {type(bag).__module__}.{type(bag).__name__} "
+            f"(store {type(bag._dags).__name__}, SCHEDULER_DAG_CACHE_SIZE={sjr.SCHEDULER_DAG_CACHE_SIZE})",
+            file=sys.stderr,
+            flush=True,
+        )
+        _state["loop_start"] = {"t": time.time(), "rss": _rss()}
+        return orig_loop(self)
+
+    def _do_scheduling(self, session):
+        _state["loops"] += 1
+        try:
+            return orig_do(self, session)
+        finally:
+            if _state["loops"] == 1:
+                # Start-up is over (executor workers forked, first queries compiled, first DAGs
+                # read): the soak's baseline. The cache's own bytes at this point are recorded too.
+                bag = _state["bag"]
+                gauges = bag.gauges() if bag is not None and hasattr(bag, "gauges") else {}
+                _state["first_loop"] = {"t": time.time(), "rss": _rss(), "entries": len(getattr(bag, "_dags", ())),
+                                        "cache_bytes": gauges.get("cache_bytes")}
+
+    def _exit_gracefully(self, signum, frame):
+        if os.getpid() == _state["runner_pid"]:
+            try:
+                write_report(f"signal {signum}")
+            except Exception as exc:
+                print(f"profiling.bootstrap: report failed: {exc!r}", file=sys.stderr)
+            if _state["in_gc"] or _in_gc_callback(frame):
+                # The handler runs at the first bytecode after the signal; right after a long
+                # collection that is often a gc callback, where the SystemExit Airflow raises is
+                # printed and ignored ("Exception ignored in: ..."). Re-deliver it in a moment.
+                _redeliver(signum, 0.2)
+                return None
+            # A weakref callback run by the collector swallows it the same way, and the frame
+            # does not show that: re-deliver after a grace period unless we are gone by then.
+            _redeliver(signum, 5.0)
+        return orig_exit(self, signum, frame)
+
+    _state["runner_pid"] = os.getpid()
+    runner_cls._run_scheduler_loop = _run_scheduler_loop
+    runner_cls._do_scheduling = _do_scheduling
+    runner_cls._exit_gracefully = _exit_gracefully
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    install()
+    from airflow.__main__ import main as airflow_main
+
+    sys.argv = ["airflow", *argv]
+    try:
+        airflow_main()
+    finally:
+        if os.getpid() == _state["runner_pid"] and _state["bag"] is not None:
+            try:
+                write_report("exit")
+            except Exception as exc:
+                print(f"profiling.bootstrap: report failed: {exc!r}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
