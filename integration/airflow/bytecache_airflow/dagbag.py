@@ -175,7 +175,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
 
     @property
     def uncollected_bytes(self) -> int:
-        return self.reclaimer.uncollected
+        return self.reclaimer.refresh()
 
     def describe(self) -> str:
         budget = "no byte cap" if self.max_bytes is None else format_size(self.max_bytes)
@@ -340,7 +340,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
             "cache_size": s.entries,
             "cache_bytes": s.currsize,
             "cache_max_bytes": s.maxsize or 0,
-            "cache_uncollected_bytes": self.reclaimer.uncollected,
+            "cache_uncollected_bytes": self.reclaimer.refresh(),
         }
 
     def flush_gauges(self, *, force: bool = False) -> dict[str, int]:

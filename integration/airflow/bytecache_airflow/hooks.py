@@ -19,6 +19,7 @@ event it sees (the lifespan start-up), before any request is served.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from typing import Any
@@ -88,6 +89,7 @@ def _hook_point(module: Any) -> str | None:
         return f"{_RUNNER_MODULE}.CachedDBDagBag is {current!r}, not Airflow's class"
     runner = getattr(module, "SchedulerJobRunner", None)
     init = getattr(runner, "__init__", None)
+    init = inspect.unwrap(init) if init is not None else None  # a profiler or test may wrap it
     if init is None or "CachedDBDagBag" not in getattr(getattr(init, "__code__", None), "co_names", ()):
         return "SchedulerJobRunner.__init__ no longer builds its bag through CachedDBDagBag"
     return None

@@ -4,7 +4,7 @@ A deserialized ``SerializedDAG`` is one large reference cycle (operators <-> DAG
 so dropping it from the cache frees nothing until a full (generation 2) cyclic collection. In a
 scheduler with many long-lived objects those are rare, so between them the process can hold far
 more DAG memory than the cache admits to. :class:`Reclaimer` keeps a running total of the bytes
-evicted since the last full collection (whoever ran it: a ``gc.callbacks`` hook sees every one)
+evicted since the last full collection (whoever ran it: the collector's generation-2 count says)
 and runs ``gc.collect()`` itself when that total passes a fraction of the budget:
 
 * ``soft_fraction`` of the budget, at most once per ``min_interval`` seconds;
@@ -21,30 +21,13 @@ from __future__ import annotations
 import gc
 import threading
 import time
-import weakref
 from collections.abc import Callable
 
 __all__ = ["Reclaimer"]
 
-_registry: weakref.WeakSet[Reclaimer] = weakref.WeakSet()
-_registry_lock = threading.Lock()
-_callback_installed = False
-
-
-def _on_gc(phase: str, info: dict) -> None:
-    # Runs inside the collector, in whichever thread triggered it: no locks, no allocation-heavy
-    # work. A finished generation-2 collection has freed every unreachable cycle there was.
-    if phase == "stop" and info.get("generation") == 2:
-        for reclaimer in list(_registry):
-            reclaimer._collected_elsewhere()
-
-
-def _install_callback() -> None:
-    global _callback_installed
-    with _registry_lock:
-        if not _callback_installed:
-            gc.callbacks.append(_on_gc)
-            _callback_installed = True
+def _full_collections() -> int:
+    """Generation-2 collections this process has run so far, whoever ran them."""
+    return gc.get_stats()[2]["collections"]
 
 
 class Reclaimer:
@@ -77,18 +60,29 @@ class Reclaimer:
         self.total_ms = 0.0
         self.last_ms: float | None = None
         self.full_collections_seen = 0  # any generation-2 collection, ours or not
+        self._full_count = _full_collections()
         self._last_collect = timer()
-        _install_callback()
-        with _registry_lock:
-            _registry.add(self)
 
-    def _collected_elsewhere(self) -> None:
-        self.uncollected = 0
-        self.full_collections_seen += 1
+    def refresh(self) -> int:
+        """Forget what a full collection (anyone's) has freed since we last looked; return the rest."""
+        with self._lock:
+            self._notice_other_collections()
+            return self.uncollected
+
+    def _notice_other_collections(self) -> None:
+        # Polled rather than hooked into gc.callbacks: a signal handler that runs inside a gc
+        # callback cannot raise (SystemExit there is printed and dropped), so a hook would let
+        # SIGTERM be lost if it arrived during a collection.
+        count = _full_collections()
+        if count != self._full_count:
+            self.full_collections_seen += count - self._full_count
+            self._full_count = count
+            self.uncollected = 0
 
     def add(self, nbytes: int) -> None:
         """``nbytes`` of cached objects were dropped and await a full collection."""
         with self._lock:
+            self._notice_other_collections()
             self.uncollected += nbytes
 
     def due(self) -> bool:
@@ -100,6 +94,8 @@ class Reclaimer:
 
     def maybe_collect(self) -> float | None:
         """Collect if due; return the collection's wall time in ms, or None. Call with no locks held."""
+        with self._lock:
+            self._notice_other_collections()
         if not self.uncollected or not self.due():
             return None
         with self._lock:
@@ -114,7 +110,9 @@ class Reclaimer:
         finally:
             with self._lock:
                 self._collecting = False
-        self.uncollected = 0  # the callback reset it too; be explicit if callbacks were cleared
+        with self._lock:
+            self.uncollected = 0
+            self._full_count = _full_collections()
         self._last_collect = self._timer()
         self.collections += 1
         self.total_ms += ms
