@@ -99,6 +99,21 @@ def test_missing_hook_point_warns_and_leaves_airflow_alone(airflow_db, monkeypat
     assert hooks.install_scheduler_hook() is True
 
 
+def test_a_wrapped_runner_constructor_still_gets_our_bag(airflow_db, monkeypatch):
+    import functools
+
+    original = scheduler_job_runner.SchedulerJobRunner.__init__
+
+    @functools.wraps(original)
+    def profiled_init(self, *args, **kwargs):  # what a profiler or a test patch looks like
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(scheduler_job_runner.SchedulerJobRunner, "__init__", profiled_init)
+    monkeypatch.setattr(scheduler_job_runner, "CachedDBDagBag", CachedDBDagBag)
+    assert hooks.install_scheduler_hook() is True
+    assert isinstance(build_runner().scheduler_dag_bag, ByteBoundedDagBag)
+
+
 def test_statsd_receives_cache_bytes_gauge_equal_to_currsize(airflow_db, monkeypatch):
     from airflow._shared.observability.metrics import stats
     from airflow.observability.metrics import stats_utils
