@@ -163,9 +163,6 @@ class WTinyLFUPolicy:
         self.window_weight = self.protected_weight = 0
         self._candidates = []
 
-    def frequency(self, entry) -> int:
-        return self.sketch.frequency(entry.slots)
-
     # -- movement between segments -----------------------------------------------------------
     def _drain_window(self) -> list:
         """Move the window's overflow to the probation tail; these become admission candidates."""
