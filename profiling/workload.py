@@ -304,6 +304,26 @@ def airflow_env(home: Path | str, **overrides: str) -> dict[str, str]:
     return env
 
 
+def start_running_run(dag, run_id: str, session, *, now=None):
+    """Create a manual run of the deserialized ``dag`` in the RUNNING state; return it."""
+    from datetime import datetime, timezone
+
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    now = now or datetime.now(timezone.utc)
+    return dag.create_dagrun(
+        run_id=run_id,
+        logical_date=now,
+        data_interval=(now, now),
+        run_after=now,
+        run_type=DagRunType.MANUAL,
+        triggered_by=DagRunTriggeredByType.TEST,
+        state=DagRunState.RUNNING,
+        session=session,
+    )
+
+
 def prepare_db(folder: Path | str, spec: WorkloadSpec) -> dict:
     """Parse ``folder`` once, write the serialized DAGs, unpause, pool 0, create the runs.
 
@@ -321,8 +341,7 @@ def prepare_db(folder: Path | str, spec: WorkloadSpec) -> dict:
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.utils.session import create_session
     from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.state import DagRunState, TaskInstanceState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from airflow.utils.state import TaskInstanceState
 
     folder = Path(folder)
     plans = plan_dags(spec)
@@ -340,17 +359,7 @@ def prepare_db(folder: Path | str, spec: WorkloadSpec) -> dict:
         Pool.create_or_update_pool("default_pool", slots=0, description="profiling: nothing runs", include_deferred=False, session=session)
         now = datetime.now(timezone.utc)
         for plan in plans[: spec.runs]:
-            serdag = SerializedDagModel.get(plan.dag_id, session=session)
-            serdag.dag.create_dagrun(
-                run_id="profiling",
-                logical_date=now,
-                data_interval=(now, now),
-                run_after=now,
-                run_type=DagRunType.MANUAL,
-                triggered_by=DagRunTriggeredByType.TEST,
-                state=DagRunState.RUNNING,
-                session=session,
-            )
+            start_running_run(SerializedDagModel.get(plan.dag_id, session=session).dag, "profiling", session, now=now)
             runs += 1
         # Every task instance of those runs is put in SCHEDULED: with default_pool at 0 slots none
         # is ever queued, so the runs stay running, and the scheduler does not re-evaluate

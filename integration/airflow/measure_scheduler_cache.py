@@ -26,6 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# The embedded-Airflow set-up is the profiling workload's; this script runs from a checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from profiling.workload import airflow_env, start_running_run  # noqa: E402
+
 DAG_FILE = '''\
 from datetime import datetime
 
@@ -45,23 +49,13 @@ for i in range({n_dags}):
 def setup_environment(home: Path, per_loop: int) -> None:
     (home / "dags").mkdir(parents=True)
     (home / "plugins").mkdir()
-    for key in [k for k in os.environ if k.startswith("AIRFLOW__")]:
-        del os.environ[key]
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "1",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.01",
-            "AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE": str(per_loop),
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        }
+    env = airflow_env(
+        home,
+        AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.01",
+        AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE=str(per_loop),
     )
+    os.environ.clear()
+    os.environ.update(env)
 
 
 def prepare(home: Path, n_dags: int, n_tasks: int) -> None:
@@ -77,8 +71,6 @@ def prepare(home: Path, n_dags: int, n_tasks: int) -> None:
     from airflow.models.pool import Pool
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
     from sqlalchemy import select, update
 
     with create_session() as session:
@@ -91,11 +83,7 @@ def prepare(home: Path, n_dags: int, n_tasks: int) -> None:
         Pool.create_or_update_pool("default_pool", slots=0, description="", include_deferred=False, session=session)
         now = datetime.now(timezone.utc)
         for serdag in session.scalars(select(SerializedDagModel)):
-            serdag.dag.create_dagrun(
-                run_id="measure", logical_date=now, data_interval=(now, now), run_after=now,
-                run_type=DagRunType.MANUAL, triggered_by=DagRunTriggeredByType.TEST,
-                state=DagRunState.RUNNING, session=session,
-            )
+            start_running_run(serdag.dag, "measure", session, now=now)
 
 
 def mean_weight(sample: int = 30) -> tuple[float, float]:

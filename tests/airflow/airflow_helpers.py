@@ -88,25 +88,15 @@ def create_running_run(dag_id: str, run_id: str | None = None) -> str:
     from airflow.models.dag import DagModel
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
     from sqlalchemy import update
+
+    from profiling.workload import start_running_run
 
     now = datetime.now(timezone.utc)
     run_id = run_id or f"bytecache_{dag_id}_{now.timestamp():.6f}"
     with create_session() as session:
         session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(is_paused=False))
-        dag = SerializedDagModel.get(dag_id, session=session).dag
-        dag.create_dagrun(
-            run_id=run_id,
-            logical_date=now,
-            data_interval=(now, now),
-            run_after=now,
-            run_type=DagRunType.MANUAL,
-            triggered_by=DagRunTriggeredByType.TEST,
-            state=DagRunState.RUNNING,
-            session=session,
-        )
+        start_running_run(SerializedDagModel.get(dag_id, session=session).dag, run_id, session, now=now)
     return run_id
 
 
