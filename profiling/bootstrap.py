@@ -204,6 +204,8 @@ def write_report(reason: str) -> None:
             if rc is not None:
                 report["reclaims"] = rc.collections
                 report["reclaim_ms"] = rc.total_ms
+                report["trims"] = rc.trims
+                report["trim_ms"] = rc.trim_ms
             cal = getattr(bag, "calibrator", None)
             if cal is not None:
                 report["calibrated_ratio"] = cal.ratio

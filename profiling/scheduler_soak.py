@@ -586,6 +586,8 @@ def run_metrics(res: RunResult, warmup: float) -> dict:
         "loop_p95": percentile(res.loop_ms, 0.95),
         "reclaims": rep.get("reclaims", res.statsd.get("reclaims") or 0),
         "reclaim_ms": rep.get("reclaim_ms", sum(res.statsd.get("reclaim_ms") or [])),
+        "trims": rep.get("trims"),
+        "trim_ms": rep.get("trim_ms"),
         "gc_full": rep.get("gc_full"),
         "gc_full_ms": rep.get("gc_full_ms"),
     }
@@ -700,6 +702,7 @@ def write_summary(out: Path, args, spec: WorkloadSpec, results: list[RunResult],
     row("deserializations per minute", lambda m: _f(m["deser_per_min"]))
     row("scheduler_loop_duration mean / p50 / p95, ms", lambda m: f"{_f(m['loop_mean'], '{:.0f}')} / {_f(m['loop_p50'], '{:.0f}')} / {_f(m['loop_p95'], '{:.0f}')}")
     row("bytecache GC reclaims (total ms)", lambda m: f"{m['reclaims']:.0f} ({_f(m['reclaim_ms'], '{:.0f}')})" if m["reclaims"] is not None else "n/a")
+    row("bytecache heap trims, malloc_trim (total ms)", lambda m: f"{m['trims']:.0f} ({_f(m['trim_ms'], '{:.0f}')})" if m.get("trims") is not None else "n/a")
     row("all full GC collections in the scheduler (total ms)", lambda m: f"{_f(m['gc_full'], '{}')} ({_f(m['gc_full_ms'], '{:.0f}')})")
     lines += [
         "",

@@ -8,7 +8,7 @@ import threading
 import airflow_helpers as helpers
 import pytest
 
-from bytecache.measure import Calibrator
+from bytecache.measure import Calibrator, walk_sizeof
 
 from airflow.models.dagbag import CachedDBDagBag
 from airflow.utils.session import create_session
@@ -33,6 +33,9 @@ def test_is_a_cached_db_dag_bag_with_byte_budget(airflow_db):
     bag = make_bag(max_bytes="32MiB", ttl=600, policy="lru")
     assert isinstance(bag, CachedDBDagBag)
     assert bag.max_bytes == 32 * 1024**2 and bag.ttl == 600 and bag.policy == "lru"
+    # calibrated by the stdlib walker: pympler's numpy import and scratch memory would land in
+    # the scheduler RSS the budget bounds
+    assert bag.calibrator.measure is walk_sizeof
 
 
 def test_hits_misses_and_weights(airflow_db):

@@ -77,3 +77,24 @@ def test_calibrator_before_any_sample_uses_the_default_ratio():
 def test_calibrator_rejects_bad_settings(kwargs, name):
     with pytest.raises(ValueError, match=name):
         Calibrator(**kwargs)
+
+
+def test_pympler_is_imported_only_when_used():
+    # pympler pulls in numpy (~11 MB of RSS): importing bytecache must not pay for it.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bytecache, bytecache.measure as m\n"
+        "assert 'pympler' not in sys.modules, 'imported at import'\n"
+        "m.walk_sizeof([1, 2])\n"
+        "assert 'pympler' not in sys.modules, 'imported by the walker'\n"
+        "print(m.deep_sizeof([1, 2]) > 0, 'pympler' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    try:
+        import pympler  # noqa: F401
+        has_pympler = "True"
+    except ImportError:
+        has_pympler = "False"
+    assert out == ["True", has_pympler]

@@ -37,7 +37,7 @@ from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import object_session
 
 from bytecache import ByteCache, EvictionCause, format_size
-from bytecache.measure import Calibrator
+from bytecache.measure import Calibrator, walk_sizeof
 
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
@@ -131,7 +131,9 @@ class ByteBoundedDagBag(CachedDBDagBag):
         )
         # Airflow code that peeks at ``_dags`` (len, membership, ``[key].dag``) keeps working.
         self._dags = self._cache  # type: ignore[assignment]
-        self.calibrator = calibrator if calibrator is not None else Calibrator()
+        # The stdlib walker, not pympler: pympler's import (numpy) and its scratch memory while
+        # it walks a 2,000-task DAG would show up in the very RSS the budget is meant to bound.
+        self.calibrator = calibrator if calibrator is not None else Calibrator(measure=walk_sizeof)
         self.default_ratio = default_ratio
         self.maintenance_interval = maintenance_interval
         self.reclaimer = Reclaimer(
@@ -311,7 +313,8 @@ class ByteBoundedDagBag(CachedDBDagBag):
             self.reclaimer.maybe_collect()
 
     def maintain(self, *, now: float | None = None, force: bool = False) -> None:
-        """Drop expired entries, reclaim evicted memory if due, send changed gauges.
+        """Drop expired entries, reclaim evicted memory if due, return freed heap to the OS after
+        a full collection (at most every ``reclaimer.trim_interval`` s), send changed gauges.
 
         Called from lookups (at most every ``maintenance_interval`` seconds of the bag's timer)
         and from a daemon thread once a second, so gauges and TTL expiry stay current while the
@@ -326,6 +329,9 @@ class ByteBoundedDagBag(CachedDBDagBag):
                 if self._cache.ttl is not None:
                     self._cache.expire()
                 self.reclaimer.maybe_collect()
+                trim_ms = self.reclaimer.maybe_trim()
+                if trim_ms is not None:
+                    stats.timing(f"{self._stats_prefix}.cache_trim_duration", trim_ms)
                 if now - self._last_full_send >= self.gauge_resend_interval:
                     force = True
                 if force:

@@ -14,16 +14,40 @@ and runs ``gc.collect()`` itself when that total passes a fraction of the budget
 
 So live + uncollected bytes stay within ``budget * (1 + hard_fraction)`` plus one entry, and
 normally within ``budget * (1 + soft_fraction)``. Each collection's wall time is recorded.
+
+Collected is not returned either: glibc keeps freed blocks (everything over pymalloc's 512-byte
+limit: task dicts, long strings) inside its heap, and only ever gives back the top of it. After a
+full collection -- ours, or one of the collector's own, at most once per ``trim_interval``
+seconds -- :meth:`Reclaimer.maybe_trim` calls ``malloc_trim(0)`` so the freed pages leave RSS
+(measured: 20-45 ms on a 300-670 MB heap). Without glibc there is nothing to call and it is a no-op.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import sys
 import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Reclaimer"]
+__all__ = ["Reclaimer", "malloc_trim"]
+
+
+def _find_malloc_trim() -> Callable[[], object] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).malloc_trim  # the C library the interpreter already links
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return lambda: fn(0)
+
+
+#: ``malloc_trim(0)`` of the running C library, or None where it has none.
+malloc_trim = _find_malloc_trim()
 
 def _full_collections() -> int:
     """Generation-2 collections this process has run so far, whoever ran them."""
@@ -42,11 +66,15 @@ class Reclaimer:
         min_interval: float = 30.0,
         timer: Callable[[], float] = time.monotonic,
         on_collect: Callable[[float, int], None] | None = None,
+        trim: Callable[[], object] | None = malloc_trim,
+        trim_interval: float = 10.0,
     ) -> None:
         if not 0 < soft_fraction <= hard_fraction:
             raise ValueError(f"need 0 < soft_fraction <= hard_fraction, got {soft_fraction}, {hard_fraction}")
         if min_interval < 0:
             raise ValueError(f"min_interval must be >= 0, got {min_interval}")
+        if trim_interval < 0:
+            raise ValueError(f"trim_interval must be >= 0, got {trim_interval}")
         self._budget = budget
         self.soft_fraction = soft_fraction
         self.hard_fraction = hard_fraction
@@ -62,6 +90,12 @@ class Reclaimer:
         self.full_collections_seen = 0  # any generation-2 collection, ours or not
         self._full_count = _full_collections()
         self._last_collect = timer()
+        self._trim = trim
+        self.trim_interval = trim_interval
+        self.trims = 0
+        self.trim_ms = 0.0
+        self._trimmed_at = self._full_count  # the full-collection count at the last trim
+        self._last_trim = timer()
 
     def refresh(self) -> int:
         """Forget what a full collection (anyone's) has freed since we last looked; return the rest."""
@@ -114,9 +148,32 @@ class Reclaimer:
             self.uncollected = 0
             self._full_count = _full_collections()
         self._last_collect = self._timer()
+        self._trim_now()
+        ms = (time.perf_counter() - start) * 1000.0
         self.collections += 1
         self.total_ms += ms
         self.last_ms = ms
         if self._on_collect is not None:
             self._on_collect(ms, freed_estimate)
+        return ms
+
+    def maybe_trim(self) -> float | None:
+        """Return freed heap to the OS if a full collection ran since the last trim and
+        ``trim_interval`` has passed; the trim's wall time in ms, or None. Call with no locks held."""
+        if self._trim is None or _full_collections() == self._trimmed_at:
+            return None
+        if self._timer() - self._last_trim < self.trim_interval:
+            return None
+        return self._trim_now()
+
+    def _trim_now(self) -> float | None:
+        if self._trim is None:
+            return None
+        self._trimmed_at = _full_collections()
+        start = time.perf_counter()
+        self._trim()
+        ms = (time.perf_counter() - start) * 1000.0
+        self._last_trim = self._timer()
+        self.trims += 1
+        self.trim_ms += ms
         return ms
