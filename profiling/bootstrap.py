@@ -217,9 +217,21 @@ def write_report(reason: str) -> None:
 
             t1 = time.perf_counter()
             dags = [d for d in _cached_dags(bag) if d is not None]
-            report["deep_bytes"] = sum(deep_sizeof(d) for d in dags)
+            sizes = [deep_sizeof(d) for d in dags]
+            report["deep_bytes"] = sum(sizes)
             report["deep_entries"] = len(dags)
             report["deep_ms"] = (time.perf_counter() - t1) * 1000.0
+            data = getattr(getattr(bag, "_dags", None), "_data", None)
+            if data is not None:
+                # Per entry, to see where the gauge and the deep size part (by size, shape, age).
+                from bytecache.measure import walk_sizeof
+
+                entries = [e for e in list(data.values()) if getattr(e.value, "dag", None) is not None]
+                report["deep_detail"] = [
+                    {"dag_id": e.value.dag.dag_id, "json": e.value.serialized_bytes, "weight": e.weight,
+                     "walk": walk_sizeof(e.value.dag), "pympler": size}
+                    for e, size in zip(entries, sizes)
+                ]
     if _trace is not None:
         _trace.close()
         report["trace"] = {"path": _trace.path, "records": _trace.records}
