@@ -14,6 +14,7 @@ from profiling.scheduler_soak import (
     percentile,
     slope_limit_mb_h,
     slope_mb_per_hour,
+    slope_stderr_mb_per_hour,
     verdict,
 )
 
@@ -84,3 +85,14 @@ def test_verdict_subtracts_the_reference_slope_but_not_a_negative_one():
     assert "above the reference run's 780.0 MB/h" in v.line()
     v = verdict(slope=700.0, peak=260 * MB, baseline=235 * MB, budget=budget, fit_window_s=3600, reference_slope=-50.0)
     assert not v.flat and v.excess_slope == pytest.approx(700.0)
+
+
+def test_slope_stderr_is_zero_on_a_line_and_grows_with_noise():
+    line = [(t, int((200 + t / 100) * MB)) for t in range(0, 1800)]
+    assert slope_stderr_mb_per_hour(line, 600) == pytest.approx(0.0, abs=0.05)
+    # a 10-minute, +-8 MB square wave around a flat line: the fit's slope is noise, and says so
+    wave = [(t, int((300 + (8 if (t // 300) % 2 else -8)) * MB)) for t in range(0, 1800)]
+    se = slope_stderr_mb_per_hour(wave, 600)
+    assert se is not None and se > 5.0
+    assert abs(slope_mb_per_hour(wave, 600)) < 3 * se
+    assert slope_stderr_mb_per_hour(line, 1700) is None  # under three minute blocks
