@@ -123,6 +123,8 @@ def slope_limit_mb_h(budget: int, fit_window_s: float) -> float:
     minutes) cannot resolve that from RSS noise (one 4 MiB arena step in a 2-minute window is
     120 MB/h), so there the limit is also at least 8 MB of drift over the window."""
     limit = 0.01 * budget / MB
+    if fit_window_s <= 0:
+        return math.inf  # no samples after the warm-up: nothing to judge the slope by
     if fit_window_s < 15 * 60:
         limit = max(limit, 8.0 / (fit_window_s / 3600.0))
     return limit
@@ -405,6 +407,40 @@ class RunResult:
     loop_ms: list[float] = field(default_factory=list)
     duration: float = 0.0
     error: str | None = None
+    metrics: dict | None = None  # set for a run taken from an earlier report
+    source: Path | None = None
+
+
+def describe_workload(spec: WorkloadSpec, setup: dict, active_bytes: int) -> str:
+    return (
+        f"Workload: {spec.n_dags} DAGs (seed {spec.seed}, size mix {', '.join(f'{k}:{v:g}' for k, v in spec.size_mix.items())} tasks:weight, "
+        f"{setup.get('tasks', '?')} tasks, {_mb(setup.get('json_bytes'))} MB of serialized JSON), {spec.runs} running runs "
+        f"(default_pool 0 slots), {spec.per_tick()} files rewritten every {spec.redeploy_interval:g} s; "
+        f"active set ≈ {_mb(active_bytes)} MB deserialized (JSON × {DEEP_PER_JSON})"
+    )
+
+
+def workload_line(summary: str) -> str:
+    """The workload description of a summary.md, up to the budget (what two reports must share)."""
+    line = next((x for x in summary.splitlines() if x.startswith("Workload: ")), "")
+    return line.split("; budget")[0]
+
+
+def load_reference(report_dir: Path) -> RunResult:
+    """The reference run (r) of an earlier soak report: its RSS samples and metrics.
+
+    For re-running only the bytecache configuration against a reference already measured on
+    the same seeded workload (same DAGs, size mix, redeploys): the reference does not depend on
+    bytecache's code, and a 30-minute run of it is half an hour saved."""
+    metrics = json.loads((report_dir / "metrics.json").read_text()).get("reference")
+    if not metrics:
+        raise ValueError(f"--reference-from {report_dir}: its metrics.json has no reference run")
+    res = RunResult("reference", None, metrics=metrics, source=report_dir)
+    with open(report_dir / "rss.csv", newline="") as f:
+        res.samples = [(float(r["t_s"]), int(r["rss_bytes"]), int(r["pss_bytes"])) for r in csv.DictReader(f) if r["config"] == "reference"]
+    with open(report_dir / "redeploys.csv", newline="") as f:
+        res.redeploys = [float(r["t_s"]) for r in csv.DictReader(f) if r["config"] == "reference"]
+    return res
 
 
 def count_versions(db: Path) -> int:
@@ -558,11 +594,15 @@ def baseline_of(report: dict) -> int | None:
 
 
 def run_metrics(res: RunResult, warmup: float) -> dict:
+    if res.metrics is not None:  # a run taken from an earlier report (--reference-from)
+        return res.metrics
     s = [(t, r) for t, r, _ in res.samples]
     if not s:
         return {}
     rep = res.report
     baseline = baseline_of(rep) or s[0][1]
+    if res.duration:  # a run shorter than the others (--config-minutes) gets 45% of its own length
+        warmup = min(warmup, 0.45 * res.duration)
     warm = min(s, key=lambda x: abs(x[0] - warmup))
     peak = max(r for _, r in s)
     slope = slope_mb_per_hour(s, warmup)
@@ -585,6 +625,7 @@ def run_metrics(res: RunResult, warmup: float) -> dict:
         "peak": peak,
         "slope": slope,
         "slope_se": slope_stderr_mb_per_hour(s, warmup),
+        "warmup": warmup,
         "fit_window": max(0.0, s[-1][0] - warmup),
         "versions": res.versions_end - res.versions_start,
         "redeploys": len(res.redeploys),
@@ -683,15 +724,12 @@ def write_summary(out: Path, args, spec: WorkloadSpec, results: list[RunResult],
         "",
         f"Command: `{' '.join(sys.argv)}`",
         "",
-        f"Workload: {spec.n_dags} DAGs (seed {spec.seed}, size mix {', '.join(f'{k}:{v:g}' for k, v in spec.size_mix.items())} tasks:weight, "
-        f"{setup.get('tasks', '?')} tasks, {_mb(setup.get('json_bytes'))} MB of serialized JSON), {spec.runs} running runs "
-        f"(default_pool 0 slots), {spec.per_tick()} files rewritten every {spec.redeploy_interval:g} s; "
-        f"active set ≈ {_mb(active_bytes)} MB deserialized (JSON × {DEEP_PER_JSON}); "
+        f"{describe_workload(spec, setup, active_bytes)}; "
         f"budget {_mb(budget)} MB; each run {args.duration:.0f} s, warm-up {warmup:.0f} s; "
         f"`[core] min_serialized_dag_update_interval` {args.min_update_interval} s; memray "
         f"{'off' if args.no_memray else ('detailed (native + python allocators)' if args.memray_detailed else 'on (`memray_trace_components = scheduler`)')}.",
         "",
-        "| metric | " + " | ".join(LABELS[r.name] for r in results) + " |",
+        "| metric | " + " | ".join(LABELS[r.name] + (f" (from {r.source})" if r.source else "") for r in results) + " |",
         "|---|" + "---|" * len(results),
     ]
 
@@ -708,6 +746,7 @@ def write_summary(out: Path, args, spec: WorkloadSpec, results: list[RunResult],
     if "reference" in metrics and metrics["reference"]:
         ref_peak = metrics["reference"]["peak"]
         row("peak − reference run's peak, MB", lambda m: _mb(m["peak"] - ref_peak))
+    row("warm-up excluded from the slope, s", lambda m: _f(m.get("warmup"), "{:.0f}"))
     row("slope after warm-up, MB/h (least squares) ± 1 s.e. (fit over minute means)",
         lambda m: _f(m["slope"]) + (f" ± {m['slope_se']:.1f}" if m.get("slope_se") is not None else ""))
     row("DAG versions created / redeploy ticks", lambda m: f"{m['versions']} / {m['redeploys']}")
@@ -821,6 +860,7 @@ def parse_args(argv=None):
     ap.add_argument("--no-memray", action="store_true")
     ap.add_argument("--keep-bin", action="store_true", help="keep the memray .bin files in the report folder")
     ap.add_argument("--keep-work", action="store_true", help="keep the Airflow homes (printed at the end)")
+    ap.add_argument("--reference-from", type=Path, help="take the reference run (r) from an earlier report folder on the same workload instead of running it")
     args = ap.parse_args(argv)
     return args
 
@@ -887,7 +927,17 @@ def main(argv=None) -> int:
             f"configs {', '.join(configs)} × {duration:.0f}s",
             flush=True,
         )
+        reference = None
+        if args.reference_from:
+            reference = load_reference(args.reference_from)
+            theirs = workload_line((args.reference_from / "summary.md").read_text())
+            if theirs != describe_workload(spec, setup, active_bytes):
+                raise ValueError(f"--reference-from {args.reference_from}: another workload:\n  {theirs}\n  {describe_workload(spec, setup, active_bytes)}")
+            configs = [c for c in configs if c != "reference"]
+            print(f"soak: reference run (r) taken from {args.reference_from}", flush=True)
         for name in configs:
+            if reference is not None and name == "bytecache":
+                results.append(reference)
             print(f"soak: run {LABELS[name]}{' budget %s MB' % _mb(budget) if name == 'bytecache' else ''}", flush=True)
             try:
                 results.append(run_config(name, args, spec, template_db, work, out, statsd, budget))
@@ -896,6 +946,8 @@ def main(argv=None) -> int:
             except Exception as exc:
                 print(f"soak: run {name} failed: {exc}", flush=True)
                 results.append(RunResult(name, None, error=str(exc)))
+        if reference is not None and not any(r is reference for r in results):
+            results.append(reference)
         write_csv(out, results)
         plot(out, results, budget, warmup)
         v = write_summary(out, args, spec, results, budget, warmup, active_bytes, setup)

@@ -130,20 +130,26 @@ class Calibrator:
                 return False
             return True
 
-    def record(self, measured_bytes: int, proxy_bytes: int, seconds: float = 0.0) -> None:
+    def record(self, measured_bytes: int, proxy_bytes: int, seconds: float = 0.0, *, restart: bool = False) -> None:
+        """Add one measurement. ``restart`` drops the earlier ones first (in one step, so the
+        ratio is never unknown in between): for when values change after they are first seen
+        and the later measurements are the ones that count."""
         if proxy_bytes <= 0:
             return
         with self._lock:
+            if restart:
+                self.measured_bytes = self.proxy_bytes = 0
             self.samples += 1
             self.measured_bytes += measured_bytes
             self.proxy_bytes += proxy_bytes
             self.seconds_measuring += seconds
 
-    def observe(self, obj: Any, proxy_bytes: int) -> bool:
-        """Show the calibrator a value and its proxy size; returns True if it was measured."""
+    def observe(self, obj: Any, proxy_bytes: int, *, restart: bool = False) -> bool:
+        """Show the calibrator a value and its proxy size; returns True if it was measured
+        (``restart``: and replaced every earlier measurement)."""
         if proxy_bytes <= 0 or not self.should_sample():
             return False
         start = self.timer()
         measured = self.measure(obj)
-        self.record(measured, proxy_bytes, self.timer() - start)
+        self.record(measured, proxy_bytes, self.timer() - start, restart=restart)
         return True

@@ -305,3 +305,33 @@ def test_live_plus_uncollected_stays_within_budget_plus_margin(airflow_db):
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_calibrates_on_evicted_dags_which_replace_the_fresh_warmup_samples(airflow_db):
+    # A DAG the scheduler has worked with is bigger than a fresh one; the budget bounds the
+    # former. So after its warm-up at load, the calibrator samples DAGs as they leave the cache,
+    # and the first such sample replaces the fresh ones.
+    sizes = iter([1_000, 5_000, 7_000])
+    measured = []
+    calibrator = Calibrator(warmup=1, every=1, measure=lambda dag: measured.append(dag.dag_id) or next(sizes))
+    with create_session() as session:
+        run10 = helpers.get_run(session, airflow_db["dags_by_size"][10])
+        run100 = helpers.get_run(session, airflow_db["dags_by_size"][100])
+        json10 = helpers.serialized_row(helpers.latest_version_id(run10.dag_id))[1]
+        json100 = helpers.serialized_row(helpers.latest_version_id(run100.dag_id))[1]
+        ratio = 1_000 / json10
+        # room for the 100-task DAG alone: loading it pushes the 10-task one out (LRU)
+        bag = make_bag(max_bytes=round(json100 * ratio) + 10, policy="lru", calibrator=calibrator)
+        bag.get_dag_for_run(run10, session=session)
+        assert measured == [run10.dag_id] and calibrator.ratio == pytest.approx(ratio)  # warm-up, at load
+        bag.get_dag_for_run(run100, session=session)
+        assert bag.cache.stats().evictions_size == 1
+        # the load of the 100-task DAG was not measured; the evicted 10-task DAG was, alone
+        assert measured == [run10.dag_id, run10.dag_id]
+        assert calibrator.ratio == pytest.approx(5_000 / json10) and calibrator.samples == 2
+        bag.get_dag_for_run(run10, session=session)  # evicts the 100-task DAG: a second used sample
+        assert measured[-1] == run100.dag_id
+        assert calibrator.ratio == pytest.approx((5_000 + 7_000) / (json10 + json100))
+        bag.clear_cache()  # explicit removals are no samples: maybe never used
+        assert len(measured) == 3
+

@@ -98,3 +98,13 @@ def test_pympler_is_imported_only_when_used():
     except ImportError:
         has_pympler = "False"
     assert out == ["True", has_pympler]
+
+
+def test_calibrator_restart_replaces_earlier_samples():
+    calibrator = Calibrator(warmup=10, every=1, measure=len)
+    calibrator.observe("x" * 400, 100)
+    assert calibrator.ratio == 4.0
+    assert calibrator.observe("x" * 900, 100, restart=True)
+    assert calibrator.ratio == 9.0 and calibrator.samples == 2
+    calibrator.observe("x" * 300, 100)
+    assert calibrator.ratio == 6.0

@@ -96,3 +96,20 @@ def test_slope_stderr_is_zero_on_a_line_and_grows_with_noise():
     assert se is not None and se > 5.0
     assert abs(slope_mb_per_hour(wave, 600)) < 3 * se
     assert slope_stderr_mb_per_hour(line, 1700) is None  # under three minute blocks
+
+
+def test_reference_from_an_earlier_report(tmp_path):
+    import json
+
+    from profiling.scheduler_soak import load_reference, workload_line
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"reference": {"peak": 250 * MB, "slope": -3.0}, "bytecache": {}}))
+    (tmp_path / "rss.csv").write_text("config,t_s,rss_bytes,pss_bytes\nreference,0.0,100,50\nbytecache,0.0,7,7\nreference,1.0,200,90\n")
+    (tmp_path / "redeploys.csv").write_text("config,t_s\nreference,5.0\nbytecache,5.0\n")
+    ref = load_reference(tmp_path)
+    assert ref.name == "reference" and ref.source == tmp_path and ref.metrics["peak"] == 250 * MB
+    assert ref.samples == [(0.0, 100, 50), (1.0, 200, 90)] and ref.redeploys == [5.0]
+    assert workload_line("# x\n\nWorkload: 3 DAGs (seed 1); active set ≈ 2 MB; budget 1 MB; each run 60 s\n") == "Workload: 3 DAGs (seed 1); active set ≈ 2 MB"
+    (tmp_path / "metrics.json").write_text(json.dumps({"bytecache": {}}))
+    with pytest.raises(ValueError, match="has no reference run"):
+        load_reference(tmp_path)
