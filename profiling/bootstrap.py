@@ -139,9 +139,25 @@ class _TraceWriter:
 _trace: _TraceWriter | None = None
 
 
+def count_hits_and_misses(bag, counts: dict) -> None:
+    """Count a DAG bag's hits and misses into ``counts["hits"]`` / ``counts["misses"]``, through
+    the hooks every Airflow bag (and ours) calls once per lookup; set on the instance."""
+    orig_hit, orig_miss = bag._on_cache_hit, bag._on_cache_miss
+
+    def _on_hit(*a, **k):
+        counts["hits"] += 1
+        return orig_hit(*a, **k)
+
+    def _on_miss(*a, **k):
+        counts["misses"] += 1
+        return orig_miss(*a, **k)
+
+    bag._on_cache_hit, bag._on_cache_miss = _on_hit, _on_miss
+
+
 def _instrument_bag(bag) -> None:
     """Count (and optionally trace) the scheduler bag's lookups, hits and misses on the instance."""
-    orig_get, orig_hit, orig_miss = bag._get_dag, bag._on_cache_hit, bag._on_cache_miss
+    orig_get = bag._get_dag
 
     def _get_dag(version_id, session):
         _state["lookups"] += 1
@@ -153,17 +169,8 @@ def _instrument_bag(bag) -> None:
                 print(f"profiling.bootstrap: trace record failed: {exc!r}", file=sys.stderr)
         return dag
 
-    def _on_hit(*a, **k):
-        _state["hits"] += 1
-        return orig_hit(*a, **k)
-
-    def _on_miss(*a, **k):
-        _state["misses"] += 1
-        return orig_miss(*a, **k)
-
     bag._get_dag = _get_dag  # get_dag_for_run / get_dag call self._get_dag: the instance attribute wins
-    bag._on_cache_hit = _on_hit
-    bag._on_cache_miss = _on_miss
+    count_hits_and_misses(bag, _state)
 
 
 def _cached_dags(bag) -> list:

@@ -49,6 +49,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from profiling.bootstrap import count_hits_and_misses  # noqa: E402
 from profiling.workload import WorkloadSpec, airflow_env, parse_size_mix, write_dags  # noqa: E402
 
 MB = 1024 * 1024
@@ -105,17 +106,7 @@ def worker(args) -> dict:
     dag_ids = [r.dag_id for r in runs]
     bag = make_bag(args.variant, args.budget)
     counts = {"hits": 0, "misses": 0}
-    orig_hit, orig_miss = bag._on_cache_hit, bag._on_cache_miss
-
-    def _hit(*a, **k):
-        counts["hits"] += 1
-        return orig_hit(*a, **k)
-
-    def _miss(*a, **k):
-        counts["misses"] += 1
-        return orig_miss(*a, **k)
-
-    bag._on_cache_hit, bag._on_cache_miss = _hit, _miss
+    count_hits_and_misses(bag, counts)
 
     tracker = None
     bin_path = out / f"churn-{args.variant}.bin"
