@@ -169,3 +169,105 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test():
         for check in case.get("alert_rule_test", []):
             (firing if check["exp_alerts"] else quiet).add(check["alertname"])
     assert alerts == firing == quiet, (alerts, firing, quiet)
+
+
+# -- OpenTelemetry: the same metrics through Airflow's own OTLP exporter ----------------------
+
+_OTEL_SCHEDULER = r"""
+import json, sys
+from airflow.configuration import conf
+from airflow._shared.observability.metrics import stats
+from airflow.observability.metrics import stats_utils
+from airflow.utils.session import create_session
+from airflow.models.dagrun import DagRun
+from bytecache_airflow.dagbag import ByteBoundedDagBag
+
+# what SchedulerJobRunner._execute does before its loop
+stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=conf.getboolean("metrics", "legacy_names_on"))
+bag = ByteBoundedDagBag(False, max_bytes="64MiB", stats_prefix="scheduler.dag_bag", background=False)
+with create_session() as session:
+    run = session.query(DagRun).filter(DagRun.dag_id == sys.argv[1]).one()
+    bag.get_dag_for_run(run, session=session)
+    bag.get_dag_for_run(run, session=session)
+bag.maintain(force=True)
+from airflow._shared.observability.metrics.otel_logger import flush_otel_metrics
+flush_otel_metrics()
+print(json.dumps({"currsize": bag.currsize}))
+"""
+
+
+class OtlpReceiver:
+    """A small OTLP/HTTP metrics receiver on 127.0.0.1: decodes every export request it is sent."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
+        self.points: list[tuple[str, str, float]] = []  # (service.instance.id, metric name, value)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+                for resource_metrics in request.resource_metrics:
+                    attrs = {a.key: a.value.string_value for a in resource_metrics.resource.attributes}
+                    for scope in resource_metrics.scope_metrics:
+                        for metric in scope.metrics:
+                            kind = metric.WhichOneof("data")
+                            for point in getattr(metric, kind).data_points:
+                                value = getattr(point, "as_int", 0) or getattr(point, "as_double", 0.0) if kind in ("gauge", "sum") else point.count
+                                receiver.points.append((attrs.get("service.instance.id", ""), metric.name, value))
+                reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_with_otel_on_the_bag_metrics_reach_an_otlp_receiver_per_scheduler_instance(airflow_db):
+    import sys
+
+    receiver = OtlpReceiver()
+    try:
+        currsize = {}
+        for instance in ("scheduler-a", "scheduler-b"):
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__METRICS__", "OTEL_"))}
+            env.update({
+                "AIRFLOW__METRICS__OTEL_ON": "True",
+                "AIRFLOW__METRICS__OTEL_HOST": "127.0.0.1",
+                "AIRFLOW__METRICS__OTEL_PORT": str(receiver.port),
+                # each scheduler of an HA pair names itself, as Airflow's docs ask
+                "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={instance}",
+            })
+            proc = subprocess.run([sys.executable, "-c", _OTEL_SCHEDULER, airflow_db["dags_by_size"][10]],
+                                  env=env, capture_output=True, text=True, timeout=180)
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            currsize[instance] = json.loads(proc.stdout.strip().splitlines()[-1])["currsize"]
+    finally:
+        receiver.close()
+    for instance in ("scheduler-a", "scheduler-b"):
+        got = {}
+        for who, name, value in receiver.points:
+            if who == instance:
+                got[name] = value
+        assert got.get("airflow.scheduler.dag_bag.cache_bytes") == currsize[instance] > 0, (instance, got)
+        assert got.get("airflow.scheduler.dag_bag.cache_max_bytes") == 64 * 1024**2, (instance, got)
+        assert got.get("airflow.scheduler.dag_bag.cache_hit") == 1, (instance, got)
+        assert got.get("airflow.scheduler.dag_bag.cache_miss") == 1, (instance, got)
+        assert got.get("airflow.scheduler.dag_bag.cache_load", 0) >= 1, (instance, got)
