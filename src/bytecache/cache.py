@@ -52,6 +52,15 @@ class _Entry:
         self.weight = weight
         self.accessed = accessed
 
+    # Explicit so that pickle protocols 0 and 1 accept a class with __slots__; the policy's
+    # fields are carried only if the policy set them.
+    def __getstate__(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__ if hasattr(self, name)}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
 
 class _Flight:
     """One in-progress load that concurrent callers for the same key wait on."""

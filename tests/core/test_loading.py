@@ -89,7 +89,7 @@ def _run_concurrently(cache, key, loader, n):
         except BaseException as exc:  # collected for the assertions (KeyboardInterrupt included)
             errors.append(exc)
 
-    threads = [threading.Thread(target=call) for _ in range(n)]
+    threads = [threading.Thread(target=call, daemon=True) for _ in range(n)]  # a hung one must not hang pytest
     for thread in threads:
         thread.start()
     for thread in threads:
