@@ -414,8 +414,22 @@ def test_setdefault_does_not_call_missing_like_cachetools(policy):
     for cache in (ours, theirs):
         assert cache.setdefault("k", "default") == "default" and cache["k"] == "default"
         assert cache.setdefault("k", "other") == "default"
-        assert cache["absent"] == "made-absent"  # __getitem__ still calls it
+        assert cache.get("nope", "dflt") == "dflt" and cache.pop("nope", "dflt") == "dflt"
+        assert cache["absent"] == "made-absent"  # only __getitem__ calls it
     assert made == ["absent", "absent"]
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_getsizeof_may_be_overridden_in_a_subclass_like_cachetools(policy):
+    class ByLength(ByteCache):
+        def getsizeof(self, value):
+            return len(value)
+
+    cache = ByLength(5, policy=policy)
+    cache["a"] = "abc"
+    assert cache.weight_of("a") == 3 and cache.currsize == 3
+    with pytest.raises(ValueError, match="weighs 6 bytes"):
+        cache["b"] = "abcdef"
 
 
 def test_setdefault_of_a_too_heavy_default_raises_and_stores_nothing():
