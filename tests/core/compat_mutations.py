@@ -21,8 +21,10 @@ MUTATIONS = [
      'state["_data"] = copy.deepcopy(self._data, memo)\n        state["_policy"] = None if self._policy is None else type(self._policy)(self._maxsize or 1)\n        [state["_policy"].add(e) for e in state["_data"].values()] if self._policy is not None else None'),
     ("shallow copy copies values", 'return self._duplicate(deep=False, memo={})', 'return self._duplicate(deep=True, memo={})'),
     ("no __copy__", 'def __copy__(self)', 'def _no_copy(self)'),
+    ("copies taken without the lock", 'memo[id(self)] = clone\n        with self._lock:', 'memo[id(self)] = clone\n        if True:'),
+    ("pickles taken without the lock", 'self._check_picklable_settings()\n        with self._lock:', 'self._check_picklable_settings()\n        if True:'),
     ("no rebase", 'entry.accessed += shift', 'pass'),
-    ("no settings check", 'self._check_picklable_settings()\n', ''),
+    ("no settings check", 'self._check_picklable_settings()\n', 'pass\n'),
     ("flights carried", '_RUNTIME = frozenset({"_lock", "_flights", "_record_access"})', '_RUNTIME = frozenset({"_lock", "_record_access"})'),
     ("setdefault inherited", 'def setdefault(', 'def _setdefault('),
     ("popitem with context", 'is empty") from None', 'is empty")'),
@@ -39,6 +41,7 @@ MUTATIONS = [
 failed_to_kill = []
 for name, old, new in MUTATIONS:
     assert original.count(old) >= 1, name
+    compile(original.replace(old, new, 1), str(path), "exec")  # a mutant must be valid Python
 for name, old, new in MUTATIONS:
     path.write_text(original.replace(old, new, 1))
     try:

@@ -540,3 +540,29 @@ def test_copies_need_no_picklable_settings_and_share_them(duplicate):
     clone = duplicate(cache)
     assert (clone.timer, clone._getsizeof, clone._on_evict) == (hooks["timer"], hooks["getsizeof"], hooks["on_evict"])
     assert clone["k"] == ["v"]
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_copies_and_pickles_taken_while_another_thread_writes_are_consistent(policy):
+    cache = ByteCache(3000, getsizeof=len, policy=policy)
+    done = threading.Event()
+
+    def write():
+        rng = random.Random(3)
+        for step in range(5_000):
+            key = rng.randrange(2000)
+            cache[key] = "x" * rng.randint(1, 9)
+            if step % 7 == 0:
+                cache.pop(rng.randrange(2000), None)
+        done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    snapshots = 0
+    while not done.is_set() or snapshots < 3:
+        for clone in (copy.copy(cache), copy.deepcopy(cache), pickle.loads(pickle.dumps(cache))):
+            assert_consistent(clone)
+            assert len(_policy_entries(clone)) == len(clone._data)
+        snapshots += 1
+    writer.join(30)
+    assert not writer.is_alive() and snapshots >= 3
