@@ -81,6 +81,9 @@ class ByteCache(MutableMapping):
     weight exceeds ``maxsize``, the policy picks victims. ``currsize`` is the weight held, which
     may include entries past their TTL that no write or ``expire()`` has removed yet; those are
     never returned by reads.
+
+    ``copy.copy``, ``copy.deepcopy`` and pickling give an independent cache with the same settings,
+    contents and policy state (see "copying and pickling" below).
     """
 
     def __init__(
@@ -285,9 +288,11 @@ class ByteCache(MutableMapping):
     ) -> Any:
         """Return the cached value, or call ``loader()`` once and cache its result.
 
-        Concurrent callers for the same missing key wait for the one load; a loader exception is
-        raised to each of them and nothing is cached. ``weight`` may be a callable of the loaded
-        value. A value heavier than ``maxsize`` is returned without being cached (a rejection).
+        Concurrent callers for the same missing key wait for the one load; if the loader raises,
+        nothing is cached, the loading caller gets its exception and each waiter a copy of it
+        chained to it (``LoadFailedError`` if it cannot be copied). ``weight`` may be a callable of
+        the loaded value. A value heavier than ``maxsize`` is returned without being cached (a
+        rejection).
         """
         with self._lock:
             value = self._lookup(key)
