@@ -347,7 +347,7 @@ class StatsdListener:
 
 
 # -- memray -------------------------------------------------------------------------------------
-LOAD_PATH_FUNCS = ("_get_dag", "_read_dag")
+LOAD_PATH_FUNCS = ("_get_dag", "_read_dag", "get_latest_version_of_dag")
 
 
 def memray_cache_bytes(bin_path: Path) -> dict:
