@@ -503,7 +503,7 @@ def run_config(name: str, args, spec: WorkloadSpec, template_db: Path, work: Pat
     else:
         sched_extra.update(
             {
-                "AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": str(budget),
+                "AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{budget}B",
                 "AIRFLOW__SCHEDULER__DAG_CACHE_TTL": str(args.ttl),
             }
         )
