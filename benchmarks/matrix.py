@@ -180,19 +180,20 @@ def sweeps_to_settle(per_loop: Sequence[int], loops_per_sweep: int) -> int:
 @dataclass
 class Outcome:
     """One policy at one budget on one pattern. ``bound``: a provable upper bound on the ratios
-    (offline column, weighted traces). ``note``: e.g. that the policy has no TTL."""
+    (offline column, weighted traces). ``without_ttl``: the pattern has an idle TTL that this
+    policy cannot apply (it was replayed without one)."""
 
     object_ratio: float
     byte_ratio: float
     per_loop: list[int] | None = None
     bound: tuple[float, float] | None = None
-    note: str = ""
+    without_ttl: bool = False
 
     @classmethod
-    def from_hits(cls, pattern: Pattern, hits: Sequence[int], note: str = "") -> "Outcome":
+    def from_hits(cls, pattern: Pattern, hits: Sequence[int], without_ttl: bool = False) -> "Outcome":
         obj, byte = hit_ratios(pattern.trace, hits)
         per_loop = loop_misses(hits, pattern.loop_len) if pattern.is_scheduler else None
-        return cls(obj, byte, per_loop, note=note)
+        return cls(obj, byte, per_loop, without_ttl=without_ttl)
 
     @property
     def steady(self) -> float | None:
@@ -254,7 +255,7 @@ def ours_column(policy: str | None = None) -> Column:
 
 def _cachetools_lru(r: Replays, budget: int) -> Outcome:
     hits = replay_hits(r.pattern.trace, lambda: cachetools.LRUCache(budget, getsizeof=weight_of))
-    return Outcome.from_hits(r.pattern, hits, note="no TTL" if r.pattern.ttl else "")
+    return Outcome.from_hits(r.pattern, hits, without_ttl=r.pattern.ttl is not None)
 
 
 def libcachesim_column(policy: str) -> Column:
@@ -262,14 +263,14 @@ def libcachesim_column(policy: str) -> Column:
 
     def run(r: Replays, budget: int) -> Outcome:
         p = r.pattern
-        note = "no TTL" if p.ttl else ""
+        without_ttl = p.ttl is not None  # libCacheSim's TTLs count from the write, not idle time
         if p.is_scheduler:
             per_loop = r.oracle.misses_per_chunk(policy, budget, p.loop_len)
             hits = len(p.trace) - sum(per_loop)
             obj = hits / len(p.trace)
-            return Outcome(obj, obj, per_loop, note=note)  # (byte ratio not kept per chunk)
+            return Outcome(obj, obj, per_loop, without_ttl=without_ttl)  # (byte ratio not kept per chunk)
         obj, byte = r.oracle.run(policy, budget)
-        return Outcome(obj, byte, note=note)
+        return Outcome(obj, byte, without_ttl=without_ttl)
 
     kind = {"LRU": "lru", "W-TinyLFU": "wtinylfu"}.get(policy, "")
     return Column(f"libCacheSim {policy}", run, kind)
@@ -338,7 +339,10 @@ _EPS = 1e-9
 
 
 def _of_kind(cell: Cell, columns: Sequence[Column], kind: str) -> list[Outcome]:
-    return [cell.outcomes[c.name] for c in columns if c.kind == kind and c.name in cell.outcomes]
+    """The outcomes of the columns of ``kind``, leaving out those replayed without the pattern's TTL
+    (an idle TTL costs every policy hits; ours is compared with rivals that pay that cost too)."""
+    return [o for c in columns if c.kind == kind and (o := cell.outcomes.get(c.name)) is not None
+            and not o.without_ttl]
 
 
 def judge(cell: Cell, subject: str, columns: Sequence[Column]) -> dict[str, bool]:
@@ -374,7 +378,7 @@ def _fmt(p: Pattern, o: Outcome, scheduler_settle: bool = True) -> str:
         text = f"{100 * o.value(p):.1f}"
         if o.bound is not None:
             text += f" (≤{100 * (o.bound[1] if p.weighted else o.bound[0]):.1f})"
-    return text + (f" [{o.note}]" if o.note else "")
+    return text + (" [no TTL]" if o.without_ttl else "")
 
 
 def format_table(cells: Sequence[Cell], columns: Sequence[Column] = COLUMNS) -> str:
@@ -386,9 +390,8 @@ def format_table(cells: Sequence[Cell], columns: Sequence[Column] = COLUMNS) -> 
         p = cell.pattern
         if p is not current:
             current = p
-            unit = "" if p.weighted else " entries"
             ws = f"{p.working_set / MB:,.1f} MB" if p.weighted else f"{p.working_set:,} entries"
-            lines.append(f"| **{p.name}** | **{p.metric}** | {p.note}; working set {ws}{unit and ''} |"
+            lines.append(f"| **{p.name}** | **{p.metric}** | {p.note}; working set {ws} |"
                          + " |" * (len(names) - 1))
         row = []
         for c in columns:
@@ -457,7 +460,8 @@ brackets, sweeps before it settles within 5% (or 0.1 misses/loop) of that (offli
 the better of Belady and Belady-Size); other rows, hit % (byte
 hit % for weighted traces, object hit % for unit weights); offline on weighted rows: the better of
 Belady and Belady-Size, in brackets the PFOO-U upper bound. [no TTL]: the policy has no idle TTL,
-replayed without one. Bold with ✗ and target codes: a target the judged column misses there."""
+replayed without one; the targets then compare ours only with the columns that apply the TTL (ours
+lru). Bold with ✗ and target codes: a target the judged column misses there."""
 
 
 def main(argv=None) -> int:

@@ -179,6 +179,15 @@ def test_targets_compare_with_the_best_of_lru_and_wtinylfu_and_the_offline_refer
     assert judge(_cell(unit, 0.1, ours=0.23, lru=0.05, wtinylfu=0.1, offline=0.25)) == {"A": True, "B": True}
 
 
+def test_with_an_idle_ttl_ours_is_compared_only_with_rivals_that_apply_it():
+    churn_ttl = matrix.Pattern("t", [], 1, True, ttl=100)
+    cell = _cell(churn_ttl, 0.5, ours=0.50, lru=0.60, wtinylfu=0.1, offline=0.9)
+    assert matrix.judge(cell, "ours", _JUDGED) == {"A": False}
+    cell.outcomes["lru"].without_ttl = True  # an LRU that kept entries the TTL would have dropped
+    assert matrix.judge(cell, "ours", _JUDGED) == {"A": True}
+    assert "60.0 [no TTL]" in matrix.format_table([cell], _JUDGED)
+
+
 def test_scheduler_targets_misses_per_loop_optimum_from_25_percent_and_settling():
     p = matrix.Pattern("s", [], 1, True, loop_len=40, loops_per_sweep=2)
     judge = lambda cell: matrix.judge(cell, "ours", _JUDGED)  # noqa: E731
