@@ -373,7 +373,11 @@ def subjects(columns: Sequence[Column]) -> list[str]:
 # -- output -----------------------------------------------------------------------------------------
 def _fmt(p: Pattern, o: Outcome, scheduler_settle: bool = True) -> str:
     if p.is_scheduler:
-        text = f"{o.steady:.1f}" + (f" ({o.settle(p)})" if scheduler_settle else "")
+        text = f"{o.steady:.1f}"
+        if scheduler_settle:
+            sweeps = len(o.per_loop) // p.loops_per_sweep
+            settle = o.settle(p)
+            text += f" ({settle})" if settle < sweeps else f" (>{sweeps})"
     else:
         text = f"{100 * o.value(p):.1f}"
         if o.bound is not None:
@@ -451,17 +455,19 @@ def plot(cells: Sequence[Cell], path: str, columns: Sequence[Column] = COLUMNS) 
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) > 5), 1, 1))
-    fig.savefig(path, dpi=70)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
 
 
-LEGEND = """Cells: scheduler rows, steady-state misses per loop (second half of the loops) and, in
-brackets, sweeps before it settles within 5% (or 0.1 misses/loop) of that (offline: misses/loop of
-the better of Belady and Belady-Size); other rows, hit % (byte
-hit % for weighted traces, object hit % for unit weights); offline on weighted rows: the better of
-Belady and Belady-Size, in brackets the PFOO-U upper bound. [no TTL]: the policy has no idle TTL,
-replayed without one; the targets then compare ours only with the columns that apply the TTL (ours
-lru). Bold with ✗ and target codes: a target the judged column misses there."""
+LEGEND = """\
+Cells, scheduler rows: steady-state misses per loop (mean over the second half of the loops) and,
+in brackets, the sweeps that pass before every later sweep stays within 5% (or 0.1 misses/loop) of
+that value (">N": not even the last of the N sweeps is); offline: the fewer misses of Belady and
+Belady-Size. Other rows: hit %, byte hit % for weighted traces and object hit % for unit weights;
+offline: Belady with bypass (unit weights, the exact optimum) or the better of Belady and
+Belady-Size, with the PFOO-U upper bound in brackets (weighted). [no TTL]: the policy has no idle
+TTL and was replayed without one; the targets then compare ours only with the columns that apply
+the TTL. Bold with a cross and target codes: a target the judged column misses in that cell."""
 
 
 def main(argv=None) -> int:
