@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 import platform
 import sys
@@ -43,7 +44,7 @@ __all__ = [
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BUDGETS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 1.20)
-SETTLE_TOLERANCE = 0.05  # "settled": every later sweep's misses/loop within 5% of the final value...
+SETTLE_TOLERANCE = 0.05  # "settled": misses/loop over every later sweep within 5% of the final value...
 SETTLE_FLOOR = 0.1  # ...or within 0.1 misses/loop of it, so that a final value of 0 can be reached
 KB, MB = workloads.KB, workloads.MB
 
@@ -163,17 +164,21 @@ def steady_misses(per_loop: Sequence[int]) -> float:
     return sum(half) / len(half) if half else 0.0
 
 
-def sweeps_to_settle(per_loop: Sequence[int], loops_per_sweep: int) -> int:
-    """How many whole sweeps pass before every later sweep's mean misses/loop stays within
-    ``SETTLE_TOLERANCE`` of the final (steady) value (or ``SETTLE_FLOOR`` of it, if larger)."""
+def sweeps_to_settle(per_loop: Sequence[int], loops_per_sweep: int) -> float:
+    """How many sweeps pass before the misses/loop settle: the first loop from which the mean over
+    every later window of one sweep's loops stays within ``SETTLE_TOLERANCE`` of the final (steady)
+    value (or ``SETTLE_FLOOR``, if larger), in sweeps; ``inf`` if even the last window is farther off."""
     final = steady_misses(per_loop)
     tolerance = max(SETTLE_TOLERANCE * final, SETTLE_FLOOR)
-    sweeps = [per_loop[i:i + loops_per_sweep] for i in range(0, len(per_loop), loops_per_sweep)]
-    settled = len(sweeps)
-    for s in range(len(sweeps) - 1, -1, -1):
-        if abs(sum(sweeps[s]) / len(sweeps[s]) - final) > tolerance:
+    window = loops_per_sweep
+    prefix = [0]
+    for m in per_loop:
+        prefix.append(prefix[-1] + m)
+    settled = math.inf
+    for start in range(len(per_loop) - window, -1, -1):
+        if abs((prefix[start + window] - prefix[start]) / window - final) > tolerance:
             break
-        settled = s
+        settled = start / loops_per_sweep
     return settled
 
 
@@ -199,7 +204,7 @@ class Outcome:
     def steady(self) -> float | None:
         return None if self.per_loop is None else steady_misses(self.per_loop)
 
-    def settle(self, pattern: Pattern) -> int | None:
+    def settle(self, pattern: Pattern) -> float | None:
         return None if self.per_loop is None else sweeps_to_settle(self.per_loop, pattern.loops_per_sweep)
 
     def value(self, pattern: Pattern) -> float:
@@ -375,9 +380,8 @@ def _fmt(p: Pattern, o: Outcome, scheduler_settle: bool = True) -> str:
     if p.is_scheduler:
         text = f"{o.steady:.1f}"
         if scheduler_settle:
-            sweeps = len(o.per_loop) // p.loops_per_sweep
             settle = o.settle(p)
-            text += f" ({settle})" if settle < sweeps else f" (>{sweeps})"
+            text += f" ({settle:.1f})" if settle < math.inf else f" (>{len(o.per_loop) // p.loops_per_sweep})"
     else:
         text = f"{100 * o.value(p):.1f}"
         if o.bound is not None:
@@ -461,8 +465,9 @@ def plot(cells: Sequence[Cell], path: str, columns: Sequence[Column] = COLUMNS) 
 
 LEGEND = """\
 Cells, scheduler rows: steady-state misses per loop (mean over the second half of the loops) and,
-in brackets, the sweeps that pass before every later sweep stays within 5% (or 0.1 misses/loop) of
-that value (">N": not even the last of the N sweeps is); offline: the fewer misses of Belady and
+in brackets, the sweeps that pass before the mean over every later sweep-long window of loops stays
+within 5% (or 0.1 misses/loop) of that value (">N": not even the last window of the N sweeps does;
+1.0 = steady from the first warm sweep on); offline: the fewer misses of Belady and
 Belady-Size. Other rows: hit %, byte hit % for weighted traces and object hit % for unit weights;
 offline: Belady with bypass (unit weights, the exact optimum) or the better of Belady and
 Belady-Size, with the PFOO-U upper bound in brackets (weighted). [no TTL]: the policy has no idle

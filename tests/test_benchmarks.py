@@ -75,6 +75,8 @@ def test_synthetic_workloads_are_deterministic():
 
 
 # -- the trace matrix -------------------------------------------------------------------------------
+import math  # noqa: E402
+
 from benchmarks import matrix  # noqa: E402
 from benchmarks import workloads as wl  # noqa: E402
 
@@ -125,7 +127,7 @@ def test_misses_per_loop_steady_state_and_settling_on_a_hand_checked_trace():
     # capacity 4 holds everything: the first sweep misses each key once, then nothing
     out = lru.run(matrix.Replays(p), 4)
     assert out.per_loop == [2, 2, 0, 0, 0, 0, 0, 0]
-    assert out.steady == 0 and out.settle(p) == 1
+    assert out.steady == 0 and out.settle(p) == 1.0
     # capacity 2: each loop's keys evict the other loop's, the second reads hit
     assert lru.run(matrix.Replays(p), 2).per_loop == [2] * 8
     # capacity 1: the two keys of a loop evict each other, every read misses
@@ -134,12 +136,15 @@ def test_misses_per_loop_steady_state_and_settling_on_a_hand_checked_trace():
     assert matrix.loop_misses(bytearray([1, 0, 0, 1, 1, 1]), 3) == [2, 0]
 
 
-def test_settling_is_the_first_sweep_after_which_every_sweep_stays_near_the_final_value():
-    # 2 loops per sweep; final (second half) = 10; sweep 1 is within 5% but sweep 2 is not
+def test_settling_is_the_first_loop_after_which_every_sweep_long_window_stays_near_the_final_value():
+    # 2 loops per sweep; final (second half) = 10; the window at loops 2-3 is within 5%, not 4-5
     per_loop = [20, 20, 10, 10, 15, 15, 10, 10, 10, 10, 10, 10]
     assert matrix.steady_misses(per_loop) == 10
-    assert matrix.sweeps_to_settle(per_loop, 2) == 3
-    assert matrix.sweeps_to_settle([20, 20, 10.4, 10.4, 10, 10], 2) == 1  # 4% off counts as settled
+    assert matrix.sweeps_to_settle(per_loop, 2) == 3.0
+    assert matrix.sweeps_to_settle([20, 20, 20, 10, 10, 10, 10, 10], 2) == 1.5  # from loop 3 on
+    # final 10.13: 10.4 is within 5%, so steady from the first warm sweep on
+    assert matrix.sweeps_to_settle([20, 20, 10.4, 10.4, 10, 10], 2) == 1.0
+    assert matrix.sweeps_to_settle([20, 20, 20, 20, 10, 12], 2) == math.inf  # final 14: last window 11
 
 
 def test_libcachesim_misses_per_loop_agree_with_our_lru():
