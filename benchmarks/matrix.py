@@ -273,7 +273,8 @@ def libcachesim_column(policy: str) -> Column:
             per_loop = r.oracle.misses_per_chunk(policy, budget, p.loop_len)
             hits = len(p.trace) - sum(per_loop)
             obj = hits / len(p.trace)
-            return Outcome(obj, obj, per_loop, without_ttl=without_ttl)  # (byte ratio not kept per chunk)
+            # per-loop replays give object misses only; scheduler cells never use the byte ratio
+            return Outcome(obj, math.nan, per_loop, without_ttl=without_ttl)
         obj, byte = r.oracle.run(policy, budget)
         return Outcome(obj, byte, without_ttl=without_ttl)
 
