@@ -4,7 +4,7 @@ Entries are weighed in bytes, expired by idle TTL first, then evicted to a byte 
 scan-resistant policy. Standard library only; ``bytecache.measure`` uses pympler when installed.
 """
 
-from .cache import ByteCache
+from .cache import ByteCache, LoadFailedError
 from .policies import DEFAULT_POLICY, POLICIES
 from .sizes import format_size, parse_size
 from .stats import CacheStats, EvictionCause
@@ -13,6 +13,7 @@ __all__ = [
     "ByteCache",
     "CacheStats",
     "EvictionCause",
+    "LoadFailedError",
     "DEFAULT_POLICY",
     "POLICIES",
     "format_size",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import io
+import logging
 import math
+import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -13,7 +17,9 @@ from .policies import DEFAULT_POLICY, make_policy
 from .sizes import parse_size
 from .stats import CacheStats, EvictionCause
 
-__all__ = ["ByteCache"]
+__all__ = ["ByteCache", "LoadFailedError"]
+
+logger = logging.getLogger("bytecache")
 
 _EXPIRED, _SIZE, _REPLACED, _EXPLICIT = (
     EvictionCause.EXPIRED,
@@ -31,6 +37,12 @@ def _short(obj: object, limit: int = 80) -> str:
 _MISSING = object()
 
 
+class LoadFailedError(RuntimeError):
+    """Raised to a caller that waited on another thread's load, when that load failed with an
+    exception that cannot be copied (or that is not an ``Exception``, such as KeyboardInterrupt).
+    Its ``__cause__`` is the loading thread's exception."""
+
+
 class _Entry:
     __slots__ = ("key", "value", "weight", "accessed", "segment", "slots", "prior")
 
@@ -39,6 +51,15 @@ class _Entry:
         self.value = value
         self.weight = weight
         self.accessed = accessed
+
+    # Explicit so that pickle protocols 0 and 1 accept a class with __slots__; the policy's
+    # fields are carried only if the policy set them.
+    def __getstate__(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__ if hasattr(self, name)}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
 class _Flight:
@@ -60,6 +81,9 @@ class ByteCache(MutableMapping):
     weight exceeds ``maxsize``, the policy picks victims. ``currsize`` is the weight held, which
     may include entries past their TTL that no write or ``expire()`` has removed yet; those are
     never returned by reads.
+
+    ``copy.copy``, ``copy.deepcopy`` and pickling give an independent cache with the same settings,
+    contents and policy state (see "copying and pickling" below).
     """
 
     def __init__(
@@ -72,25 +96,31 @@ class ByteCache(MutableMapping):
         policy: str = DEFAULT_POLICY,
         on_evict: Callable[[Hashable, Any, int, EvictionCause], Any] | None = None,
     ) -> None:
-        self._maxsize = None if maxsize is None else parse_size(maxsize, name="maxsize")
+        self._maxsize = _check_maxsize(maxsize)
         self._ttl = _check_ttl(ttl)
         for name, fn in (("getsizeof", getsizeof), ("on_evict", on_evict)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable or None, got {_short(fn)}")
         if not callable(timer):
             raise TypeError(f"timer must be callable, got {_short(timer)}")
+        # maxsize 0 holds only weightless values; the policy still needs a positive budget to size
+        # its segments, and never evicts since nothing with weight gets in.
         policy_impl = make_policy(policy, self._maxsize or 1)
         self._policy = policy_impl if self._maxsize is not None else None
-        self._record_access = self._policy.record_access if self._policy is not None else None
         self.policy = policy_impl.name
         self._getsizeof = getsizeof
         self._on_evict = on_evict
         self.timer = timer
         self._data: OrderedDict[Hashable, _Entry] = OrderedDict()  # least recently used first
         self._currsize = 0
+        self._zero_stats()
+        self._start_runtime()
+
+    def _start_runtime(self) -> None:
+        """The per-object machinery a copy or an unpickled cache gets fresh, never shared."""
         self._lock = threading.RLock()
         self._flights: dict[Hashable, _Flight] = {}
-        self._zero_stats()
+        self._record_access = self._policy.record_access if self._policy is not None else None
 
     # -- the weighing interface, as in cachetools -------------------------------------------
     @property
@@ -182,6 +212,14 @@ class ByteCache(MutableMapping):
         )
 
     # -- writes ------------------------------------------------------------------------------
+    def setdefault(self, key: Hashable, default: Any = None) -> Any:
+        """``cache[key]`` if live, else store and return ``default``. Unlike MutableMapping's, this
+        never calls ``__missing__`` (cachetools calls it only from ``__getitem__``)."""
+        value = self._lookup(key)
+        if value is _MISSING:
+            self[key] = value = default
+        return value
+
     def __setitem__(self, key: Hashable, value: Any) -> None:
         self.set(key, value)
 
@@ -213,7 +251,7 @@ class ByteCache(MutableMapping):
         self.expire()
         with self._lock:
             if not self._data:
-                raise KeyError(f"{type(self).__name__} is empty")
+                raise KeyError(f"{type(self).__name__} is empty") from None
             entry = next(iter(self._data.values()))
             self._unlink(entry)
         self._notify([(entry.key, entry.value, entry.weight, _EXPLICIT)])
@@ -250,9 +288,11 @@ class ByteCache(MutableMapping):
     ) -> Any:
         """Return the cached value, or call ``loader()`` once and cache its result.
 
-        Concurrent callers for the same missing key wait for the one load; a loader exception is
-        raised to each of them and nothing is cached. ``weight`` may be a callable of the loaded
-        value. A value heavier than ``maxsize`` is returned without being cached (a rejection).
+        Concurrent callers for the same missing key wait for the one load; if the loader raises,
+        nothing is cached, the loading caller gets its exception and each waiter a copy of it
+        chained to it (``LoadFailedError`` if it cannot be copied). ``weight`` may be a callable of
+        the loaded value. A value heavier than ``maxsize`` is returned without being cached (a
+        rejection).
         """
         with self._lock:
             value = self._lookup(key)
@@ -265,31 +305,33 @@ class ByteCache(MutableMapping):
         if not leading:
             flight.done.wait()
             if flight.error is not None:
-                raise flight.error
+                raise _own_copy(flight.error) from flight.error
             return flight.value
 
-        try:
-            value = loader()
-            size = self._weigh(value, weight(value) if callable(weight) else weight)
-        except BaseException as exc:
-            with self._lock:
-                self._load_failures += 1
-                self._land(key, flight)
-            flight.error = exc
-            flight.done.set()
-            raise
         evicted: list = []
-        with self._lock:
-            self._loads += 1
-            self._land(key, flight)
-            if self._maxsize is not None and size > self._maxsize:
-                self._rejections += 1
-                if self._ttl is not None:  # a stale value under this key goes even so
-                    self._evict_expired(self.timer(), evicted)
-            elif not flight.stale:
-                evicted = self._store(key, value, size)
-        flight.value = value
-        flight.done.set()
+        try:
+            try:
+                value = loader()
+                size = self._weigh(value, weight(value) if callable(weight) else weight)
+            except BaseException as exc:
+                flight.error = exc
+                with self._lock:
+                    self._load_failures += 1
+                    self._land(key, flight)
+                raise
+            # Waiters get the value even if storing it fails below: the load itself succeeded.
+            flight.value = value
+            with self._lock:
+                self._loads += 1
+                self._land(key, flight)
+                if self._maxsize is not None and size > self._maxsize:
+                    self._rejections += 1
+                    if self._ttl is not None:  # a stale value under this key goes even so
+                        self._evict_expired(self.timer(), evicted)
+                elif not flight.stale:
+                    evicted = self._store(key, value, size)
+        finally:
+            flight.done.set()  # whatever happened above, nobody waits forever
         self._notify(evicted)
         return value
 
@@ -313,6 +355,7 @@ class ByteCache(MutableMapping):
                 currsize=self._currsize,
                 maxsize=self._maxsize,
                 entries=len(self._data),
+                callback_errors=self._callback_errors,
             )
 
     def reset_stats(self) -> None:
@@ -322,6 +365,7 @@ class ByteCache(MutableMapping):
     def _zero_stats(self) -> None:
         self._hits = self._misses = self._loads = self._load_failures = 0
         self._evictions_expired = self._evictions_size = self._rejections = 0
+        self._callback_errors = 0
 
     # -- internals (called with the lock held) ----------------------------------------------
     def _is_expired(self, entry: _Entry, now: float) -> bool:
@@ -417,17 +461,132 @@ class ByteCache(MutableMapping):
             )
 
     def _notify(self, evicted: list) -> None:
-        """Tell on_evict, outside the lock, so callbacks may use the cache."""
+        """Tell on_evict, outside the lock, so callbacks may use the cache.
+
+        A callback that raises is logged and counted (``stats().callback_errors``), never raised:
+        the caller's write, delete or load succeeded, and the removals after the failing one are
+        still reported.
+        """
         if not evicted or self._on_evict is None:
             return
-        first_error = None
         for key, value, weight, cause in evicted:
             try:
                 self._on_evict(key, value, weight, cause)
-            except Exception as exc:  # every removal is reported even if one callback fails
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
+            except Exception:
+                with self._lock:
+                    self._callback_errors += 1
+                logger.exception("on_evict raised for key %s (%s)", _short(key), cause.value)
+
+    # -- copying and pickling ----------------------------------------------------------------
+    # A copy gets its own storage, policy state, lock and (no) loads in flight, and the same
+    # settings: timer, getsizeof and on_evict are the same objects, as cachetools shares getsizeof.
+    # The policy is copied, not rebuilt by replaying the entries: a replay would lose what the
+    # policy learnt (frequency history, window size, segment membership) and make the copy
+    # behave differently from its source. Storage and policy are deep-copied in one pass with
+    # one memo, so each copied entry is the same object in both (the policy keeps its entries
+    # linked to the cache's) -- whatever state a policy holds, without knowing its layout.
+    # A shallow copy shares keys and values (they are put in the memo as themselves).
+
+    def __copy__(self) -> "ByteCache":
+        return self._duplicate(deep=False, memo={})
+
+    def __deepcopy__(self, memo: dict) -> "ByteCache":
+        return self._duplicate(deep=True, memo=memo)
+
+    def _duplicate(self, *, deep: bool, memo: dict) -> "ByteCache":
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        with self._lock:
+            state = self._copied_state(memo, share_contents=not deep)
+            if deep:  # the caller's own attributes of a subclass, and the statistics
+                state = {
+                    name: value if name in _STRUCTURE else copy.deepcopy(value, memo)
+                    for name, value in state.items()
+                }
+        clone.__dict__.update(state)
+        clone._start_runtime()
+        return clone
+
+    def _copied_state(self, memo: dict, *, share_contents: bool) -> dict:
+        """Every attribute but the runtime ones, storage and policy copied together (lock held)."""
+        for setting in (self.timer, self._getsizeof, self._on_evict):
+            memo[id(setting)] = setting
+        if share_contents:
+            for key, entry in self._data.items():
+                memo[id(key)] = key
+                memo[id(entry.value)] = entry.value
+        state = {name: value for name, value in self.__dict__.items() if name not in _RUNTIME}
+        state["_data"], state["_policy"] = copy.deepcopy((self._data, self._policy), memo)
+        return state
+
+    def __getstate__(self) -> dict:
+        # Snapshot under the lock (pickling itself runs after this returns, while other threads
+        # may write); in-flight loads are not carried: their callers belong to this process.
+        self._check_picklable_settings()
+        with self._lock:
+            state = self._copied_state({}, share_contents=True)
+            state["_pickled_at"] = self.timer() if self._ttl is not None else None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        pickled_at = state.pop("_pickled_at", None)
+        self.__dict__.update(state)
+        self._start_runtime()
+        if pickled_at is not None:
+            # Idle ages are kept, not clock readings: the timer of another process (or after a
+            # reboot, for time.monotonic) has another origin. Time spent pickled is not idle time.
+            shift = self.timer() - pickled_at
+            for entry in self._data.values():
+                entry.accessed += shift
+
+    def _check_picklable_settings(self) -> None:
+        for name, setting in (("timer", self.timer), ("getsizeof", self._getsizeof), ("on_evict", self._on_evict)):
+            if setting is None:
+                continue
+            try:
+                _SettingPickler(io.BytesIO(), self).dump(setting)
+            except Exception as exc:
+                label = getattr(setting, "__qualname__", None) or _short(setting)
+                raise pickle.PicklingError(
+                    f"{type(self).__name__} cannot be pickled: its {name} {label} is not picklable ({exc}); "
+                    f"use a module-level function or a picklable object"
+                ) from exc
+
+
+_RUNTIME = frozenset({"_lock", "_flights", "_record_access"})
+_STRUCTURE = frozenset({"_data", "_policy"})
+
+
+class _SettingPickler(pickle.Pickler):
+    """Pickles one setting to see if it can be; the cache it belongs to is not descended into
+    (an on_evict bound to an object that holds the cache would otherwise recurse)."""
+
+    def __init__(self, file: io.BytesIO, cache: ByteCache) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self._cache = cache
+
+    def persistent_id(self, obj: object) -> str | None:
+        return "the cache" if obj is self._cache else None
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """An exception for a waiting thread: a copy of the loading thread's, so each thread raises
+    (and grows the traceback of) its own object; LoadFailedError when it cannot be copied."""
+    if isinstance(error, Exception):
+        try:
+            duplicate = copy.copy(error)
+        except Exception:
+            duplicate = None
+        if type(duplicate) is type(error) and duplicate is not error:
+            return duplicate
+    return LoadFailedError(f"the load in another thread failed: {error!r}")
+
+
+def _check_maxsize(maxsize: Any) -> int | None:
+    # cachetools' meanings: inf is no cap, 0 holds only weightless values.
+    if maxsize is None or (isinstance(maxsize, float) and maxsize == math.inf):
+        return None
+    return parse_size(maxsize, name="maxsize", allow_zero=True)
 
 
 def _check_key(key: Any) -> None:

@@ -28,3 +28,4 @@ class CacheStats:
     currsize: int
     maxsize: int | None
     entries: int
+    callback_errors: int = 0  # on_evict calls that raised (logged to the "bytecache" logger)
