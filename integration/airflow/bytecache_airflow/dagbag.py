@@ -41,6 +41,7 @@ from bytecache.measure import Calibrator, walk_sizeof
 
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
+from bytecache_airflow.snapshot import BagSnapshot, CachedDag
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.serialization.definitions.dag import SerializedDAG
 
-__all__ = ["ByteBoundedDagBag", "serialized_size"]
+__all__ = ["ByteBoundedDagBag", "BagSnapshot", "CachedDag", "serialized_size"]
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ class ByteBoundedDagBag(CachedDBDagBag):
             timer=timer,
             on_collect=self._on_collect,
         )
-        self._last_maintenance = timer()
+        self._last_maintenance = self._created = timer()
+        self.maintenance_seconds = 0.0  # in maintain(), besides collections, trims and calibration
         self._sent_gauges: dict[str, int] = {}
         # Every gauge is re-sent this often even if unchanged: a backend configured after the
         # bag was built (the scheduler initializes its stats client later) still gets them all.
@@ -179,6 +181,51 @@ class ByteBoundedDagBag(CachedDBDagBag):
     @property
     def uncollected_bytes(self) -> int:
         return self.reclaimer.refresh()
+
+    def snapshot(self) -> BagSnapshot:
+        """What the bag holds and has done, as plain values (the one API profiling reads)."""
+        cache = self._cache
+        with cache._lock:  # one consistent view: cached_bytes == the sum of the entries' weights
+            entries = tuple(
+                CachedDag(str(key), getattr(e.value.dag, "dag_id", ""), e.weight, e.value.serialized_bytes)
+                for key, e in cache._data.items()
+            )
+            s = cache.stats()
+        return BagSnapshot(
+            max_bytes=s.maxsize,
+            cached_bytes=sum(e.weight for e in entries),
+            uncollected_bytes=self.reclaimer.refresh(),
+            entries=entries,
+            hits=s.hits,
+            misses=s.misses,
+            loads=s.loads,
+            rejections=s.rejections,
+            evictions=s.evictions_size + s.evictions_expired,
+            weighing=self.weighing_state(),
+            reclaim=self.reclaim_state(),
+        )
+
+    def weighing_state(self) -> dict:
+        cal = self.calibrator
+        return {
+            "model": "ratio",
+            "ratio": cal.ratio,
+            "default_ratio": self.default_ratio,
+            "samples": cal.samples,
+            "seen": cal.seen,
+            "skipped_for_time": cal.skipped_for_time,
+        }
+
+    def reclaim_state(self) -> dict:
+        rc = self.reclaimer
+        state = rc.state()
+        state["calibration_seconds"] = self.calibrator.seconds_measuring
+        state["maintenance_seconds"] = self.maintenance_seconds
+        state["elapsed_seconds"] = self._timer() - self._created
+        overhead = state["collection_seconds"] + state["trim_seconds"] + state["calibration_seconds"] + state["maintenance_seconds"]
+        state["overhead_seconds"] = overhead
+        state["overhead_share"] = overhead / state["elapsed_seconds"] if state["elapsed_seconds"] > 0 else 0.0
+        return state
 
     def describe(self) -> str:
         budget = "no byte cap" if self.max_bytes is None else format_size(self.max_bytes)
@@ -333,22 +380,27 @@ class ByteBoundedDagBag(CachedDBDagBag):
         """
         if not self._maintaining.acquire(blocking=force):
             return  # another thread is on it
+        started = time.perf_counter()
+        excluded_ms = 0.0  # collections and trims are counted on their own
         try:
             now = self._timer() if now is None else now
             if force or now - self._last_maintenance >= self.maintenance_interval:
                 self._last_maintenance = now
                 if self._cache.ttl is not None:
                     self._cache.expire()
+                before = self.reclaimer.total_ms + self.reclaimer.trim_ms
                 self.reclaimer.maybe_collect()
                 trim_ms = self.reclaimer.maybe_trim()
                 if trim_ms is not None:
                     stats.timing(f"{self._stats_prefix}.cache_trim_duration", trim_ms)
+                excluded_ms = self.reclaimer.total_ms + self.reclaimer.trim_ms - before
                 if now - self._last_full_send >= self.gauge_resend_interval:
                     force = True
                 if force:
                     self._last_full_send = now
                 self.flush_gauges(force=force)
         finally:
+            self.maintenance_seconds += max(0.0, time.perf_counter() - started - excluded_ms / 1000.0)
             self._maintaining.release()
 
     def gauges(self) -> dict[str, int]:

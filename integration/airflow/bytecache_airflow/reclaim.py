@@ -24,6 +24,7 @@ seconds -- :meth:`Reclaimer.maybe_trim` calls ``malloc_trim(0)`` so the freed pa
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import gc
 import sys
@@ -31,7 +32,10 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Reclaimer", "malloc_trim"]
+__all__ = ["Reclaimer", "malloc_trim", "percentile"]
+
+#: Collection pauses kept for the distribution (the most recent ones).
+PAUSES_KEPT = 4096
 
 
 def _find_malloc_trim() -> Callable[[], object] | None:
@@ -87,6 +91,7 @@ class Reclaimer:
         self.collections = 0  # collections this reclaimer ran
         self.total_ms = 0.0
         self.last_ms: float | None = None
+        self.pauses_ms: collections.deque[float] = collections.deque(maxlen=PAUSES_KEPT)
         self.full_collections_seen = 0  # any generation-2 collection, ours or not
         self._full_count = _full_collections()
         self._last_collect = timer()
@@ -152,6 +157,7 @@ class Reclaimer:
         self.collections += 1
         self.total_ms += ms
         self.last_ms = ms
+        self.pauses_ms.append(ms)
         if self._on_collect is not None:
             self._on_collect(ms, freed_estimate)
         return ms
@@ -176,3 +182,27 @@ class Reclaimer:
         self.trims += 1
         self.trim_ms += ms
         return ms
+
+    def state(self) -> dict:
+        """JSON-able counters: collections and their pauses, trims."""
+        pauses = sorted(self.pauses_ms)
+        return {
+            "collections": self.collections,
+            "collection_seconds": self.total_ms / 1000.0,
+            "pauses_ms": list(self.pauses_ms),
+            "pause_p50_ms": percentile(pauses, 50),
+            "pause_p99_ms": percentile(pauses, 99),
+            "pause_max_ms": pauses[-1] if pauses else None,
+            "trims": self.trims,
+            "trim_seconds": self.trim_ms / 1000.0,
+            "uncollected_bytes": self.uncollected,
+            "full_collections_seen": self.full_collections_seen,
+        }
+
+
+def percentile(sorted_values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending list, or None if it is empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * pct // 100))  # ceil
+    return sorted_values[int(rank) - 1]
