@@ -115,36 +115,6 @@ def test_rejects_a_dag_heavier_than_the_budget(airflow_db):
         assert bag.cache.stats().rejections == 1 and len(bag.cache) == 0
 
 
-def test_reclaim_runs_gc_when_uncollected_passes_fraction(airflow_db):
-    clock = helpers.FakeClock()
-    calibrator = Calibrator(warmup=1, every=1_000_000)
-    bag = make_bag(clock, max_bytes=None, calibrator=calibrator)
-    with create_session() as session:
-        bag.get_dag_for_run(helpers.get_run(session, airflow_db["dags_by_size"][100]), session=session)
-        w100 = bag.currsize
-    bag = make_bag(clock, max_bytes=int(w100 * 1.5), calibrator=calibrator, reclaim_soft_fraction=0.5,
-                   reclaim_hard_fraction=2.0, reclaim_min_interval=60, maintenance_interval=1)
-    with create_session() as session:
-        run10 = helpers.get_run(session, airflow_db["dags_by_size"][10])
-        run100 = helpers.get_run(session, airflow_db["dags_by_size"][100])
-        bag.get_dag_for_run(run100, session=session)
-        bag.get_dag_for_run(run10, session=session)
-        gc_disabled = gc.isenabled()
-        gc.disable()  # only our reclaim may collect during the sweep below
-        try:
-            bag.clear_cache()  # drops both: well over half the budget
-            assert bag.uncollected_bytes >= 0.5 * bag.max_bytes
-            assert bag.reclaimer.collections == 0  # the soft trigger waits for its interval
-            clock.advance(61)
-            bag.get_dag_for_run(run10, session=session)  # a lookup runs maintenance
-            assert bag.reclaimer.collections == 1
-            assert bag.reclaimer.last_ms is not None and bag.reclaimer.last_ms > 0
-            assert bag.uncollected_bytes == 0
-        finally:
-            if gc_disabled:
-                gc.enable()
-
-
 def test_version_churn_old_version_expires_by_ttl(airflow_db):
     dags_dir = airflow_db["dags"]
     dag_id = "churn"
@@ -280,33 +250,6 @@ def test_compressed_serialized_dags_weigh_uncompressed_length(airflow_db, monkey
         assert serialized_size(model, session) == uncompressed
 
 
-def test_live_plus_uncollected_stays_within_budget_plus_margin(airflow_db):
-    """With automatic GC off, churn through a budget smaller than the set: the reclaim keeps
-    currsize + uncollected <= budget * (1 + hard_fraction) + one entry."""
-    calibrator = Calibrator(warmup=1, every=1_000_000)
-    bag = make_bag(max_bytes=None, calibrator=calibrator)
-    with create_session() as session:
-        runs = [helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100)]
-        for run in runs:
-            bag.get_dag_for_run(run, session=session)
-        heaviest = max(bag.cache.weight_of(k) for k in bag.cache)
-        budget = int(bag.currsize * 0.9)  # both never fit together
-    bag = make_bag(max_bytes=budget, calibrator=calibrator, reclaim_hard_fraction=0.5, reclaim_min_interval=1e9)
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        with create_session() as session:
-            for _ in range(6):
-                for run in runs:
-                    bag.get_dag_for_run(run, session=session)
-                    assert bag.currsize <= budget
-                    assert bag.currsize + bag.uncollected_bytes <= budget * 1.5 + heaviest
-        assert bag.reclaimer.collections >= 1 and bag.cache.stats().evictions_size >= 6
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def test_calibrates_on_evicted_dags_which_replace_the_fresh_warmup_samples(airflow_db):
     # A DAG the scheduler has worked with is bigger than a fresh one; the budget bounds the
     # former. So after its warm-up at load, the calibrator samples DAGs as they leave the cache,
@@ -324,12 +267,17 @@ def test_calibrates_on_evicted_dags_which_replace_the_fresh_warmup_samples(airfl
         bag = make_bag(max_bytes=round(json100 * ratio) + 10, policy="lru", calibrator=calibrator)
         bag.get_dag_for_run(run10, session=session)
         assert measured == [run10.dag_id] and calibrator.ratio == pytest.approx(ratio)  # warm-up, at load
+        bag.get_dag_for_run(run10, session=session)  # a hit: only used DAGs are samples
         bag.get_dag_for_run(run100, session=session)
         assert bag.cache.stats().evictions_size == 1
+        assert measured == [run10.dag_id]  # queued for the maintenance step, not measured on the lookup
+        bag.maintain()
         # the load of the 100-task DAG was not measured; the evicted 10-task DAG was, alone
         assert measured == [run10.dag_id, run10.dag_id]
         assert calibrator.ratio == pytest.approx(5_000 / json10) and calibrator.samples == 2
+        bag.get_dag_for_run(run100, session=session)  # a hit
         bag.get_dag_for_run(run10, session=session)  # evicts the 100-task DAG: a second used sample
+        bag.maintain()
         assert measured[-1] == run100.dag_id
         assert calibrator.ratio == pytest.approx((5_000 + 7_000) / (json10 + json100))
         bag.clear_cache()  # explicit removals are no samples: maybe never used
