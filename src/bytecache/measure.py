@@ -1,9 +1,10 @@
-"""How much memory values really take, measured rarely and turned into a cheap per-byte ratio.
+"""How much memory values really take, measured rarely and turned into a cheap weighing model.
 
 A deep measurement walks every object a value reaches; for a large deserialized DAG that costs
-about as much as deserializing it. So the ``Calibrator`` measures only a sample of values and
-learns "bytes in memory per proxy byte" (for example per byte of serialized JSON); weighing a new
-value is then one multiplication.
+about as much as deserializing it. So the ``Calibrator`` measures only a sample of values, within
+a share of the time, and fits a :class:`LinearFit` -- bytes in memory as a linear function of a
+few cheap features of a value (a fixed cost, bytes of its serialized form, counts of its parts);
+weighing a new value is then a handful of multiplications.
 
 ``deep_sizeof`` uses pympler's ``asizeof`` when it is installed (``pip install bytecache[pympler]``)
 and otherwise walks ``gc.get_referents`` itself.
@@ -16,9 +17,9 @@ import sys
 import threading
 import time
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-__all__ = ["deep_sizeof", "walk_sizeof", "Calibrator"]
+__all__ = ["deep_sizeof", "walk_sizeof", "LinearFit", "Calibrator"]
 
 # Shared, process-wide objects a value may reference but does not own.
 _SHARED_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.CodeType)
@@ -69,17 +70,154 @@ def walk_sizeof(obj: Any) -> int:
     return total
 
 
+Features = Mapping[str, float]
+
+
+class LinearFit:
+    """Predicts a value's bytes as ``sum(coefficient[f] * features[f])`` over named features.
+
+    Fitted by least squares on *relative* errors (each sample weighs the same whether it is 5 kB
+    or 50 MB, so small values are fitted as well as big ones), with every coefficient shrunk
+    towards its prior (so a feature seen in few samples, or in none, keeps a sane coefficient)
+    and kept >= 0. Samples are blended: each new one is added to decayed sums of the earlier
+    ones (``decay`` per sample), never replacing them. A feature's prior comes from ``prior`` or,
+    for names not in it, from ``prior_for(name)`` (0 if neither knows it).
+    """
+
+    def __init__(
+        self,
+        prior: Mapping[str, float],
+        *,
+        prior_for: Callable[[str], float] | None = None,
+        prior_weight: float = 0.05,
+        decay: float = 0.99,
+    ) -> None:
+        for name, value in prior.items():
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"prior[{name!r}] must be a number >= 0, got {value!r}")
+        if not prior_weight > 0:
+            raise ValueError(f"prior_weight must be > 0, got {prior_weight!r}")
+        if not 0 < decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {decay!r}")
+        self.prior = dict(prior)
+        self.prior_for = prior_for
+        self.prior_weight = prior_weight
+        self.decay = decay
+        self.samples = 0
+        self._xx: dict[tuple[str, str], float] = {}  # decayed sums of x_j * x_k / y^2
+        self._xy: dict[str, float] = {}  # decayed sums of x_j / y
+        self._names: list[str] = list(self.prior)
+        self.coefficients: dict[str, float] = dict(self.prior)
+
+    def prior_of(self, name: str) -> float:
+        if name in self.prior:
+            return self.prior[name]
+        return float(self.prior_for(name)) if self.prior_for is not None else 0.0
+
+    def predict(self, features: Features) -> float:
+        coefficients = self.coefficients
+        total = 0.0
+        for name, x in features.items():
+            c = coefficients.get(name)
+            total += x * (self.prior_of(name) if c is None else c)
+        return total
+
+    def add(self, features: Features, measured: float) -> None:
+        """One sample: ``features`` of a value that measured ``measured`` bytes."""
+        if measured <= 0:
+            return
+        xs = {name: float(x) for name, x in features.items() if x}
+        if not xs:
+            return
+        if self.decay < 1:
+            for key in self._xx:
+                self._xx[key] *= self.decay
+            for key in self._xy:
+                self._xy[key] *= self.decay
+        for name in xs:
+            if name not in self._names:
+                self._names.append(name)
+        inv = 1.0 / measured
+        for j, xj in xs.items():
+            self._xy[j] = self._xy.get(j, 0.0) + xj * inv
+            for k, xk in xs.items():
+                self._xx[j, k] = self._xx.get((j, k), 0.0) + xj * xk * inv * inv
+        self.samples += 1
+        self.coefficients = self._solve()
+
+    def _solve(self) -> dict[str, float]:
+        # minimise sum_i ((x_i . c - y_i) / y_i)^2 + prior_weight * sum_j ((c_j - p_j) / s_j)^2,
+        # s_j = p_j (or 1 for a zero prior); a coefficient that comes out negative is pinned to 0
+        # and the rest solved again.
+        free = list(self._names)
+        pinned: set[str] = set()
+        while True:
+            solution = self._solve_for(free)
+            negative = [name for name in free if solution[name] < 0]
+            if not negative:
+                break
+            worst = min(negative, key=lambda name: solution[name])
+            free.remove(worst)
+            pinned.add(worst)
+        solution.update({name: 0.0 for name in pinned})
+        return solution
+
+    def _solve_for(self, names: list[str]) -> dict[str, float]:
+        n = len(names)
+        matrix = [[self._xx.get((j, k), 0.0) for k in names] for j in names]
+        rhs = [self._xy.get(j, 0.0) for j in names]
+        for i, name in enumerate(names):
+            p = self.prior_of(name)
+            scale = p if p > 0 else 1.0
+            matrix[i][i] += self.prior_weight / (scale * scale)
+            rhs[i] += self.prior_weight * p / (scale * scale)
+        return dict(zip(names, _solve_linear(matrix, rhs))) if n else {}
+
+    def state(self) -> dict:
+        return {
+            "model": "linear",
+            "coefficients": dict(self.coefficients),
+            "prior": dict(self.prior),
+            "samples": self.samples,
+            "decay": self.decay,
+            "prior_weight": self.prior_weight,
+        }
+
+
+def _solve_linear(matrix: list[list[float]], rhs: list[float]) -> list[float]:
+    """Solve ``matrix @ x = rhs`` (small, symmetric positive definite) by Gaussian elimination."""
+    n = len(rhs)
+    a = [row[:] + [rhs[i]] for i, row in enumerate(matrix)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
+        a[col], a[pivot] = a[pivot], a[col]
+        if a[col][col] == 0:
+            raise ZeroDivisionError("singular system")
+        for r in range(col + 1, n):
+            f = a[r][col] / a[col][col]
+            if f:
+                for c in range(col, n + 1):
+                    a[r][c] -= f * a[col][c]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (a[r][n] - sum(a[r][c] * x[c] for c in range(r + 1, n))) / a[r][r]
+    return x
+
+
 class Calibrator:
-    """Learns the ratio of real memory to a cheap proxy size from sampled deep measurements.
+    """Fits a :class:`LinearFit` of real memory from sampled deep measurements.
 
     It measures the first ``warmup`` values it is shown, then one in ``every``; after the warm-up it
     also skips a sample whenever measuring has already taken more than ``max_time_share`` of the
     time since the calibrator was created, so the cost stays bounded whatever the values weigh.
+    A value is described by its features (a mapping), or by a single proxy size (an int: the
+    feature ``"bytes"``, for which the default model is 4 bytes in memory per proxy byte).
     """
 
     def __init__(
         self,
         *,
+        model: LinearFit | None = None,
         warmup: int = 5,
         every: int = 50,
         measure: Callable[[Any], int] = deep_sizeof,
@@ -92,6 +230,7 @@ class Calibrator:
             raise ValueError(f"every must be an int >= 1, got {every!r}")
         if not 0 < max_time_share <= 1:
             raise ValueError(f"max_time_share must be in (0, 1], got {max_time_share!r}")
+        self.model = model if model is not None else LinearFit({"bytes": 4.0})
         self.warmup = warmup
         self.every = every
         self.measure = measure
@@ -100,21 +239,24 @@ class Calibrator:
         self._lock = threading.Lock()
         self._started = timer()
         self.seen = 0
-        self.samples = 0
         self.skipped_for_time = 0
         self.measured_bytes = 0
         self.proxy_bytes = 0
         self.seconds_measuring = 0.0
 
     @property
+    def samples(self) -> int:
+        return self.model.samples
+
+    @property
     def ratio(self) -> float | None:
-        """Bytes in memory per proxy byte over all samples, or None before the first one."""
+        """Bytes in memory per ``"bytes"`` feature over all samples, or None before the first one."""
         with self._lock:
             return self.measured_bytes / self.proxy_bytes if self.proxy_bytes else None
 
-    def weight(self, proxy_bytes: int, default_ratio: float = 4.0) -> int:
-        ratio = self.ratio
-        return round(proxy_bytes * (default_ratio if ratio is None else ratio))
+    def weight(self, features: Features | int) -> int:
+        with self._lock:
+            return max(0, round(self.model.predict(_as_features(features))))
 
     def should_sample(self) -> bool:
         """Count one value and say whether to measure it."""
@@ -130,26 +272,47 @@ class Calibrator:
                 return False
             return True
 
-    def record(self, measured_bytes: int, proxy_bytes: int, seconds: float = 0.0, *, restart: bool = False) -> None:
-        """Add one measurement. ``restart`` drops the earlier ones first (in one step, so the
-        ratio is never unknown in between): for when values change after they are first seen
-        and the later measurements are the ones that count."""
-        if proxy_bytes <= 0:
-            return
+    def record(self, measured_bytes: int, features: Features | int, seconds: float = 0.0) -> None:
+        """Add one measurement (blended with the earlier ones)."""
+        features = _as_features(features)
         with self._lock:
-            if restart:
-                self.measured_bytes = self.proxy_bytes = 0
-            self.samples += 1
-            self.measured_bytes += measured_bytes
-            self.proxy_bytes += proxy_bytes
             self.seconds_measuring += seconds
+            if measured_bytes <= 0 or not any(features.values()):
+                return
+            self.model.add(features, measured_bytes)
+            if features.get("bytes"):
+                self.measured_bytes += measured_bytes
+                self.proxy_bytes += int(features["bytes"])
 
-    def observe(self, obj: Any, proxy_bytes: int, *, restart: bool = False) -> bool:
-        """Show the calibrator a value and its proxy size; returns True if it was measured
-        (``restart``: and replaced every earlier measurement)."""
-        if proxy_bytes <= 0 or not self.should_sample():
-            return False
+    def measure_and_record(self, obj: Any, features: Features | int) -> int:
+        """Measure ``obj`` now (the caller decided it is a sample); return the bytes measured."""
         start = self.timer()
         measured = self.measure(obj)
-        self.record(measured, proxy_bytes, self.timer() - start, restart=restart)
+        self.record(measured, features, self.timer() - start)
+        return measured
+
+    def observe(self, obj: Any, features: Features | int) -> bool:
+        """Show the calibrator a value and its features; returns True if it was measured."""
+        if not any(_as_features(features).values()) or not self.should_sample():
+            return False
+        self.measure_and_record(obj, features)
         return True
+
+    def reset_locks_after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def state(self) -> dict:
+        with self._lock:
+            return {
+                **self.model.state(),
+                "seen": self.seen,
+                "skipped_for_time": self.skipped_for_time,
+                "seconds_measuring": self.seconds_measuring,
+                "ratio": self.measured_bytes / self.proxy_bytes if self.proxy_bytes else None,
+            }
+
+
+def _as_features(features: Features | int) -> Features:
+    if isinstance(features, Mapping):
+        return features
+    return {"bytes": features}

@@ -12,10 +12,12 @@ Behaviour kept from Airflow's bag (``airflow/models/dagbag.py``):
 * ``cache_hit`` / ``cache_miss`` / ``cache_clear`` / ``cache_size`` metrics under the prefix.
 
 What changes: the cache is a :class:`bytecache.ByteCache` bounded in bytes. An entry weighs
-the length of its serialized JSON (uncompressed, also when ``[core] compress_serialized_dags``
-is on) times the in-memory/JSON ratio that a :class:`bytecache.measure.Calibrator` learns from
-sampled deep measurements. Evicted DAGs are cyclic garbage; their bytes are tracked until a
-full collection and reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`.
+what a linear model predicts from the DAG's features -- a fixed cost, the length of its
+serialized JSON (uncompressed, also when ``[core] compress_serialized_dags`` is on) and its
+tasks by operator type (:mod:`bytecache_airflow.weighing`) -- fitted by a
+:class:`bytecache.measure.Calibrator` on sampled deep measurements of DAGs the scheduler has
+used. Evicted DAGs are cyclic garbage; their bytes are tracked until a full collection and
+reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`, from the maintenance thread only.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import object_session
 
 from bytecache import ByteCache, EvictionCause, format_size
-from bytecache.measure import Calibrator, walk_sizeof
+from bytecache.measure import Calibrator
 
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
 from bytecache_airflow.snapshot import BagSnapshot, CachedDag
+from bytecache_airflow.weighing import dag_calibrator, dag_features
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -54,8 +57,6 @@ __all__ = ["ByteBoundedDagBag", "BagSnapshot", "CachedDag", "serialized_size"]
 
 log = logging.getLogger(__name__)
 
-#: Fallback bytes-in-memory per JSON byte until the calibrator has a sample (measured 3.5-5.3).
-DEFAULT_RATIO = 4.0
 #: Functions of Airflow's scheduler during which the cache never starts a collection: the
 #: critical section holds the pool rows locked (other schedulers' NOWAIT attempts fail and skip
 #: queueing), and a collection holds the GIL, stalling the scheduler wherever it is.
@@ -70,7 +71,7 @@ class _Entry:
     Mutable so that revalidation updates ``last_validated`` in place instead of storing a new
     value (a replacement would look like an eviction to the accounting)."""
 
-    __slots__ = ("dag", "dag_hash", "last_validated", "serialized_bytes", "weight", "used", "features")
+    __slots__ = ("dag", "dag_hash", "last_validated", "serialized_bytes", "weight", "used")
 
     def __init__(self, dag: SerializedDAG, dag_hash: str, last_validated: float, serialized_bytes: int) -> None:
         self.dag = dag
@@ -79,7 +80,6 @@ class _Entry:
         self.serialized_bytes = serialized_bytes
         self.weight = 0
         self.used = False  # served from the cache at least once (only such DAGs are sampled)
-        self.features: dict[str, float] | None = None  # what it was weighed from
 
     def __repr__(self) -> str:
         return f"_Entry(dag_id={getattr(self.dag, 'dag_id', None)!r}, serialized_bytes={self.serialized_bytes}, weight={self.weight})"
@@ -122,7 +122,6 @@ class ByteBoundedDagBag(CachedDBDagBag):
         stats_prefix: str,
         timer: Callable[[], float] = time.monotonic,
         calibrator: Calibrator | None = None,
-        default_ratio: float = DEFAULT_RATIO,
         revalidation_interval: float | None = None,
         maintenance_interval: float = 0.25,
         reclaim_soft_fraction: float = 0.25,
@@ -142,11 +141,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
         )
         # Airflow code that peeks at ``_dags`` (len, membership, ``[key].dag``) keeps working.
         self._dags = self._cache  # type: ignore[assignment]
-        # The stdlib walker, not pympler: pympler's import (numpy) and its scratch memory while
-        # it walks a 2,000-task DAG would show up in the very RSS the budget is meant to bound.
-        self.calibrator = calibrator if calibrator is not None else Calibrator(measure=walk_sizeof)
-        self.default_ratio = default_ratio
-        self._calibrated_on_used = False
+        self.calibrator = calibrator if calibrator is not None else dag_calibrator()
         self.maintenance_interval = maintenance_interval
         self.reclaimer = Reclaimer(
             self._reclaim_budget,
@@ -224,15 +219,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
         )
 
     def weighing_state(self) -> dict:
-        cal = self.calibrator
-        return {
-            "model": "ratio",
-            "ratio": cal.ratio,
-            "default_ratio": self.default_ratio,
-            "samples": cal.samples,
-            "seen": cal.seen,
-            "skipped_for_time": cal.skipped_for_time,
-        }
+        return self.calibrator.state()
 
     def overhead_seconds(self) -> float:
         rc = self.reclaimer
@@ -256,13 +243,12 @@ class ByteBoundedDagBag(CachedDBDagBag):
 
     # -- loading ---------------------------------------------------------------------------
     def _weigh(self, dag: SerializedDAG, size: int) -> int:
-        # Fresh DAGs only seed the ratio (its warm-up); after that the calibrator samples DAGs as
-        # they leave the cache (``_on_evict``), because a DAG the scheduler has worked with is
-        # bigger than a fresh one -- measured 20% (walk/JSON 7.8-8.1 against 6.1-6.8 fresh, at
-        # every size) -- and it is the used size that the budget has to bound.
-        if self.calibrator.seen < self.calibrator.warmup:
-            self.calibrator.observe(dag, size)
-        return int(self.calibrator.weight(size, default_ratio=self.default_ratio))
+        """Bytes to charge for ``dag`` (``size``: its serialized JSON length), by the fitted model.
+
+        No deep measurement here: samples are taken by the maintenance step from DAGs the
+        scheduler has used (``_first_hit``, ``_on_evict``), because a DAG it has worked with is
+        bigger than a fresh one and that is what the budget has to bound."""
+        return self.calibrator.weight(dag_features(dag, size))
 
     def _load(self, version_id: UUID | str, session: Session) -> _Entry:
         from airflow.models.serialized_dag import SerializedDagModel
@@ -316,7 +302,8 @@ class ByteBoundedDagBag(CachedDBDagBag):
         now = self._timer()
         if not loaded:
             assert entry is not None
-            entry.used = True
+            if not entry.used:
+                self._first_hit(entry)
             if now - entry.last_validated < self._revalidation_interval:
                 self._on_cache_hit()
                 self._maybe_maintain(now)
@@ -370,19 +357,25 @@ class ByteBoundedDagBag(CachedDBDagBag):
             return  # replaced or deleted: not what the budget has to bound
         if not value.used:
             return  # evicted before any hit: as fresh as at load, not what a cached DAG weighs
-        if self.calibrator.should_sample():
-            with self._samples_lock:
-                self._queued_samples.append((value.dag, value.serialized_bytes))
+        if self.calibrator.seen >= self.calibrator.warmup and self.calibrator.should_sample():
+            self._queue_sample(value)
+
+    def _first_hit(self, entry: _Entry) -> None:
+        # The warm-up: the first few DAGs to be served a second time are sampled (once the
+        # scheduler has worked with them), so the model fits used DAGs before any eviction.
+        entry.used = True
+        if self.calibrator.seen < self.calibrator.warmup and self.calibrator.should_sample():
+            self._queue_sample(entry)
+
+    def _queue_sample(self, entry: _Entry) -> None:
+        with self._samples_lock:
+            self._queued_samples.append((entry.dag, entry.serialized_bytes))
 
     def _measure_queued_samples(self) -> None:
         with self._samples_lock:
             queued, self._queued_samples = self._queued_samples, []
         for dag, json_bytes in queued:
-            start = time.perf_counter()
-            measured = self.calibrator.measure(dag)
-            # The first used DAG measured replaces the warm-up's fresh ones.
-            self.calibrator.record(measured, json_bytes, time.perf_counter() - start, restart=not self._calibrated_on_used)
-            self._calibrated_on_used = True
+            self.calibrator.measure_and_record(dag, dag_features(dag, json_bytes))
 
     def reset_locks_after_fork(self) -> None:
         self._maintaining = threading.Lock()
@@ -391,7 +384,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
         self._lock = threading.RLock()  # Airflow's bag lock (clear_cache, revalidation)
         self._cache._lock = threading.RLock()
         self._cache._flights = {}  # loads in flight in the parent's other threads never land here
-        self.calibrator._lock = threading.Lock()
+        self.calibrator.reset_locks_after_fork()
         self.reclaimer.reset_locks_after_fork()
 
     def _reclaim_budget(self) -> int:
