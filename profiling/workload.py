@@ -48,6 +48,7 @@ __all__ = [
     "Redeployer",
     "airflow_env",
     "prepare_db",
+    "prepare_folder",
     "DagClass",
     "WEIGHING_CLASSES",
     "render_class_dag",
@@ -418,6 +419,14 @@ def prepare_db(folder: Path | str, spec: WorkloadSpec) -> dict:
 
     Runs inside an Airflow environment (``AIRFLOW_HOME`` etc. set before Airflow is imported)
     against a migrated DB. Returns counts."""
+    plans = plan_dags(spec)
+    counts = prepare_folder(folder, [plan.dag_id for plan in plans[: spec.runs]])
+    return {"dags": len(plans), **counts}
+
+
+def prepare_folder(folder: Path | str, run_dag_ids: list[str]) -> dict:
+    """Parse ``folder`` once, write its serialized DAGs, unpause, pool 0, and create a running run
+    (every task instance SCHEDULED) for each DAG in ``run_dag_ids``; return counts."""
     from datetime import datetime, timezone
 
     from sqlalchemy import func, select, update
@@ -433,7 +442,6 @@ def prepare_db(folder: Path | str, spec: WorkloadSpec) -> dict:
     from airflow.utils.state import TaskInstanceState
 
     folder = Path(folder)
-    plans = plan_dags(spec)
     with create_session() as session:
         DagBundlesManager().sync_bundles_to_db(session=session)
     bag = BundleDagBag(str(folder), bundle_path=folder, bundle_name=BUNDLE_NAME)
@@ -447,8 +455,8 @@ def prepare_db(folder: Path | str, spec: WorkloadSpec) -> dict:
         session.execute(update(DagModel).values(is_paused=False))
         Pool.create_or_update_pool("default_pool", slots=0, description="profiling: nothing runs", include_deferred=False, session=session)
         now = datetime.now(timezone.utc)
-        for plan in plans[: spec.runs]:
-            start_running_run(SerializedDagModel.get(plan.dag_id, session=session).dag, "profiling", session, now=now)
+        for dag_id in run_dag_ids:
+            start_running_run(SerializedDagModel.get(dag_id, session=session).dag, "profiling", session, now=now)
             runs += 1
         # Every task instance of those runs is put in SCHEDULED: with default_pool at 0 slots none
         # is ever queued, so the runs stay running, and the scheduler does not re-evaluate
@@ -458,7 +466,7 @@ def prepare_db(folder: Path | str, spec: WorkloadSpec) -> dict:
             update(TaskInstance).where(TaskInstance.run_id == "profiling").values(state=TaskInstanceState.SCHEDULED)
         )
         versions = session.scalar(select(func.count()).select_from(DagVersion))
-    return {"dags": len(plans), "runs": runs, "versions": versions}
+    return {"runs": runs, "versions": versions}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -187,3 +187,15 @@ def test_pympler_is_imported_only_when_used():
     except ImportError:
         has_pympler = "False"
     assert out == ["True", has_pympler]
+
+
+def test_calibrator_samples_a_new_kind_of_value_soon():
+    measured = []
+    cal = Calibrator(warmup=0, every=100, min_feature_samples=2, measure=lambda obj: measured.append(obj) or 100, timer=Ticker())
+    for i in range(5):
+        cal.observe(f"a{i}", {"a": 1})
+    assert measured == ["a0", "a1"]  # covered after two samples: from then on one in 100
+    cal.observe("b0", {"a": 1, "b": 1})
+    assert measured[-1] == "b0" and cal.model.feature_samples == {"a": 3, "b": 1}
+    with pytest.raises(ValueError, match="min_feature_samples must be an int >= 0, got -1"):
+        Calibrator(min_feature_samples=-1)

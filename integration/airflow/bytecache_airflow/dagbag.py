@@ -357,7 +357,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
             return  # replaced or deleted: not what the budget has to bound
         if not value.used:
             return  # evicted before any hit: as fresh as at load, not what a cached DAG weighs
-        if self.calibrator.seen >= self.calibrator.warmup and self.calibrator.should_sample():
+        if self.calibrator.seen >= self.calibrator.warmup and self.calibrator.should_sample(dag_features(value.dag, value.serialized_bytes)):
             self._queue_sample(value)
 
     def _first_hit(self, entry: _Entry) -> None:

@@ -28,10 +28,11 @@ from bytecache.measure import Calibrator, LinearFit, walk_sizeof
 
 __all__ = ["dag_features", "DAG_PRIOR", "TASK_PRIOR", "dag_weighing_model", "dag_calibrator", "task_type_of"]
 
-#: Prior coefficients (bytes per unit of each feature).
+#: Prior coefficients (bytes per unit of each feature), from fits on fresh DAGs of the classes in
+#: ``profiling.workload.WEIGHING_CLASSES``.
 DAG_PRIOR = {"fixed": 8_000.0, "bytes": 1.4}
 #: Prior bytes per task of a type no sample has shown yet.
-TASK_PRIOR = 2_600.0
+TASK_PRIOR = 2_200.0
 TASK_FEATURE = "tasks:"
 
 
@@ -60,9 +61,11 @@ def dag_calibrator(**kwargs: Any) -> Calibrator:
     """The bag's default calibrator: the DAG model, measured with the stdlib walker (pympler's
     import -- numpy -- and its scratch memory while it walks a 2,000-task DAG would land in the
     very RSS the budget bounds), at most ``max_time_share`` (0.5%) of the time after a warm-up
-    of three samples."""
+    of three samples; a DAG with an operator type fewer than two samples have shown is sampled
+    when it leaves the cache, the others one in ``every``."""
     kwargs.setdefault("model", dag_weighing_model())
     kwargs.setdefault("measure", walk_sizeof)
     kwargs.setdefault("warmup", 3)
     kwargs.setdefault("max_time_share", 0.005)
+    kwargs.setdefault("min_feature_samples", 2)
     return Calibrator(**kwargs)
