@@ -476,6 +476,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
             # the cache's own time (collections, trims, calibration, maintenance) so far, in ms:
             # its rate over the scheduler's wall time is the cache's overhead share
             "cache_overhead_ms": round(self.overhead_seconds() * 1000.0),
+            **self.reclaimer.pause_gauges(),
         }
 
     def flush_gauges(self, *, force: bool = False) -> dict[str, int]:

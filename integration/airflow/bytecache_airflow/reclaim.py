@@ -243,6 +243,16 @@ class Reclaimer:
         }
 
 
+    def pause_gauges(self) -> dict[str, int]:
+        """Collections run and the p50/p99/max of their pauses in ms (0 before the first)."""
+        pauses = sorted(self.pauses_ms)
+        return {
+            "cache_reclaim_pause_p50_ms": round(percentile(pauses, 50) or 0),
+            "cache_reclaim_pause_p99_ms": round(percentile(pauses, 99) or 0),
+            "cache_reclaim_pause_max_ms": round(pauses[-1]) if pauses else 0,
+        }
+
+
 def percentile(sorted_values: list[float], pct: float) -> float | None:
     """Nearest-rank percentile of an ascending list, or None if it is empty."""
     if not sorted_values:
