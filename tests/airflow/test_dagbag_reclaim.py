@@ -149,3 +149,41 @@ def test_a_forked_child_inherits_no_held_lock(airflow_db):
     assert os.waitstatus_to_exitcode(status) == 0
     with create_session() as session:  # and the parent's bag still works
         assert bag.get_dag_for_run(runs[1], session=session) is not None
+
+
+def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic_gc):
+    from airflow._shared.observability.metrics import stats
+    from airflow.observability.metrics import stats_utils
+
+    listener = helpers.StatsdListener()
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    try:
+        clock = helpers.FakeClock()
+        runs, weights = runs_and_weights(airflow_db, clock)
+        bag = make_bag(clock, max_bytes=int(sum(weights) * 0.9), stats_prefix="scheduler.dag_bag", reclaim_hard_fraction=0.25)
+        clock.advance(60)
+        with create_session() as session:
+            for run in [runs[0], runs[0], runs[1], runs[0]]:  # a hit (a calibration sample), then churn
+                bag.get_dag_for_run(run, session=session)
+        bag.maintain(force=True)
+        assert bag.reclaimer.collections == 1 and bag.calibrator.samples == 1
+        gauges = bag.gauges()
+        assert gauges["cache_reclaim_pause_max_ms"] == round(bag.reclaimer.last_ms)
+        prefix = "airflow.scheduler.dag_bag."
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_reclaims:1|c"))
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_reclaim_duration:") and l.endswith("|ms"))
+        for name in ("cache_reclaim_pause_p50_ms", "cache_reclaim_pause_p99_ms", "cache_reclaim_pause_max_ms"):
+            assert listener.wait_for(lambda l, n=name: l == f"{prefix}{n}:{gauges[n]}|g"), (name, listener.lines)
+        assert listener.wait_for(lambda l: l == f"{prefix}cache_uncollected_bytes:0|g")  # sent after the collection
+        # the overhead so far (the step's own bookkeeping time is added after the send)
+        assert gauges["cache_overhead_ms"] > 0
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_overhead_ms:") and 0 < int(l.split(":")[1].split("|")[0]) <= gauges["cache_overhead_ms"])
+    finally:
+        monkeypatch.undo()
+        from airflow._shared.observability.metrics.base_stats_logger import NoStatsLogger
+
+        stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+        listener.close()

@@ -423,17 +423,19 @@ class ByteBoundedDagBag(CachedDBDagBag):
         counted_apart = 0.0  # collections, trims and calibration are counted on their own
         try:
             now = self._timer() if now is None else now
-            if force or now - self._last_maintenance >= self.maintenance_interval:
+            housekeeping = force or now - self._last_maintenance >= self.maintenance_interval
+            if housekeeping:
                 self._last_maintenance = now
                 if self._cache.ttl is not None:
                     self._cache.expire()
+            if reclaim:
+                counted_apart = self._reclaim_step()
+            if housekeeping:  # after the reclaim step: the gauges show what it did
                 if now - self._last_full_send >= self.gauge_resend_interval:
                     force = True
                 if force:
                     self._last_full_send = now
                 self.flush_gauges(force=force)
-            if reclaim:
-                counted_apart = self._reclaim_step()
         finally:
             self.maintenance_seconds += max(0.0, time.perf_counter() - started - counted_apart)
             self._maintaining.release()
