@@ -45,7 +45,7 @@ from bytecache.measure import Calibrator
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
 from bytecache_airflow.snapshot import BagSnapshot, CachedDag
-from bytecache_airflow.weighing import dag_calibrator, dag_features
+from bytecache_airflow.weighing import coverage_keys, dag_calibrator, dag_features
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -357,8 +357,10 @@ class ByteBoundedDagBag(CachedDBDagBag):
             return  # replaced or deleted: not what the budget has to bound
         if not value.used:
             return  # evicted before any hit: as fresh as at load, not what a cached DAG weighs
-        if self.calibrator.seen >= self.calibrator.warmup and self.calibrator.should_sample(dag_features(value.dag, value.serialized_bytes)):
-            self._queue_sample(value)
+        if self.calibrator.seen >= self.calibrator.warmup:
+            features = dag_features(value.dag, value.serialized_bytes)
+            if self.calibrator.should_sample(features, coverage_keys(features)):
+                self._queue_sample(value)
 
     def _first_hit(self, entry: _Entry) -> None:
         # The warm-up: the first few DAGs to be served a second time are sampled (once the
@@ -375,7 +377,8 @@ class ByteBoundedDagBag(CachedDBDagBag):
         with self._samples_lock:
             queued, self._queued_samples = self._queued_samples, []
         for dag, json_bytes in queued:
-            self.calibrator.measure_and_record(dag, dag_features(dag, json_bytes))
+            features = dag_features(dag, json_bytes)
+            self.calibrator.measure_and_record(dag, features, coverage_keys(features))
 
     def reset_locks_after_fork(self) -> None:
         self._maintaining = threading.Lock()
