@@ -187,3 +187,30 @@ def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic
 
         stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
         listener.close()
+
+
+def test_the_maintenance_thread_starts_with_the_first_lookup_not_with_the_bag(airflow_db):
+    """The scheduler builds its bag before LocalExecutor forks its workers: no second thread may
+    exist by then (Python 3.12+ warns on fork with threads; a held lock would stay held)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import threading
+from airflow.utils.session import create_session
+import airflow_helpers as helpers
+from bytecache_airflow.dagbag import ByteBoundedDagBag
+
+def maintenance_threads():
+    return [t for t in threading.enumerate() if t.name == "bytecache-dagbag-maintenance"]
+
+bag = ByteBoundedDagBag(False, max_bytes="64MiB", stats_prefix="test.dag_bag")
+assert maintenance_threads() == [], "started with the bag"
+with create_session() as session:
+    bag.get_dag_for_run(helpers.get_run(session, {airflow_db["dags_by_size"][10]!r}), session=session)
+assert len(maintenance_threads()) == 1, "not started by the first lookup"
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), *sys.path]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

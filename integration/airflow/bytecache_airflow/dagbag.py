@@ -167,8 +167,13 @@ class ByteBoundedDagBag(CachedDBDagBag):
         self._last_full_send = timer()
         self._maintaining = threading.Lock()
         self._samples_lock = threading.Lock()
-        if background:
-            _Maintainer.register(self)
+        # The maintenance thread starts with the first lookup's housekeeping, not here: the
+        # scheduler builds its bag before its executor starts, and LocalExecutor forks all its
+        # workers at start -- a fork in a process with a second thread is what Python 3.12+
+        # warns about (and what can leave a lock held in the child).
+        self._background = background
+        self._registered = False
+        _LIVE_BAGS.add(self)
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -429,6 +434,9 @@ class ByteBoundedDagBag(CachedDBDagBag):
             housekeeping = force or now - self._last_maintenance >= self.maintenance_interval
             if housekeeping:
                 self._last_maintenance = now
+                if self._background and not self._registered:
+                    self._registered = True
+                    _Maintainer.register(self)
                 if self._cache.ttl is not None:
                     self._cache.expire()
             if reclaim:
@@ -526,16 +534,19 @@ class _Maintainer:
                     log.exception("bytecache: DAG bag maintenance failed")
 
 
+#: Every bag of this process, for the lock reset in a forked child.
+_LIVE_BAGS: weakref.WeakSet[ByteBoundedDagBag] = weakref.WeakSet()
+
+
 def _reset_after_fork() -> None:
     """In a forked child (LocalExecutor forks the scheduler while the maintenance thread may hold
     a lock): only the forking thread survives, so every lock another thread held stays locked
     forever. Give each live bag, and the maintainer, fresh ones; the child starts its own thread
     if it builds or registers a bag."""
-    inherited = list(_Maintainer._bags)
     _Maintainer._lock = threading.Lock()
     _Maintainer._thread = None
     _Maintainer._bags = weakref.WeakSet()  # the parent's thread maintains them, not the child's
-    for bag in inherited:
+    for bag in list(_LIVE_BAGS):
         bag.reset_locks_after_fork()
 
 

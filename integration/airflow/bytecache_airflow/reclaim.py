@@ -179,6 +179,10 @@ class Reclaimer:
         if not self.allowed():
             self.deferred_for_time += 1
             return None
+        if gc.get_freeze_count():
+            # Between gc.freeze() and gc.unfreeze() (LocalExecutor around its forks) the evicted
+            # DAGs sit in the permanent generation: a collection would free none of them.
+            return None
         with self._lock:
             if self._collecting:
                 return None
