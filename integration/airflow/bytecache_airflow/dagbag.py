@@ -250,9 +250,9 @@ class ByteBoundedDagBag(CachedDBDagBag):
     def _weigh(self, dag: SerializedDAG, size: int) -> int:
         """Bytes to charge for ``dag`` (``size``: its serialized JSON length), by the fitted model.
 
-        No deep measurement here: samples are taken by the maintenance step from DAGs the
-        scheduler has used (``_first_hit``, ``_on_evict``), because a DAG it has worked with is
-        bigger than a fresh one and that is what the budget has to bound."""
+        No deep measurement here (it costs about a deserialization): the maintenance thread
+        measures samples of DAGs the scheduler has used (``_first_hit``, ``_on_evict``) -- the
+        DAGs as the scheduler holds them are what the budget bounds."""
         return self.calibrator.weight(dag_features(dag, size))
 
     def _load(self, version_id: UUID | str, session: Session) -> _Entry:
