@@ -1,0 +1,216 @@
+"""Reclaim in the bag: never on a lookup, never inside the scheduler's critical section, within
+its caps; and a forked child (LocalExecutor) inherits no held lock."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+
+import airflow_helpers as helpers
+import pytest
+from airflow.utils.session import create_session
+
+from bytecache.measure import Calibrator
+from bytecache_airflow.dagbag import ByteBoundedDagBag
+
+
+def make_bag(clock, **kwargs) -> ByteBoundedDagBag:
+    kwargs.setdefault("stats_prefix", "test.dag_bag")
+    kwargs.setdefault("background", False)
+    kwargs.setdefault("revalidation_interval", 1e9)
+    kwargs.setdefault("calibrator", Calibrator(warmup=1, every=1_000_000))
+    kwargs.setdefault("policy", "lru")  # every lookup of the other DAG evicts: churn, no luck
+    return ByteBoundedDagBag(load_op_links=False, timer=clock, **kwargs)
+
+
+@pytest.fixture
+def no_automatic_gc():
+    """Only the bag's reclaim may collect while a test churns."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    yield
+    if was_enabled:
+        gc.enable()
+
+
+def runs_and_weights(airflow_db, clock):
+    probe = make_bag(clock, max_bytes=None)
+    with create_session() as session:
+        runs = [helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100)]
+        for run in runs:
+            probe.get_dag_for_run(run, session=session)
+        weights = [probe.cache.weight_of(k) for k in probe.cache]
+    return runs, weights
+
+
+def test_lookups_never_collect_the_maintenance_step_does(airflow_db, no_automatic_gc):
+    clock = helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, clock)
+    budget = int(sum(weights) * 0.9)  # both never fit together: every lookup evicts
+    bag = make_bag(clock, max_bytes=budget, reclaim_hard_fraction=0.5, maintenance_interval=0)
+    clock.advance(60)  # past the one-per-10-s cap
+    with create_session() as session:
+        for _ in range(4):
+            for run in runs:
+                bag.get_dag_for_run(run, session=session)
+    assert bag.uncollected_bytes >= 0.5 * budget and bag.cache.stats().evictions_size >= 6
+    assert bag.reclaimer.collections == 0  # far past the hard trigger, but a lookup never collects
+    bag.maintain()
+    snap = bag.snapshot()
+    assert snap.reclaim["collections"] == 1 and len(snap.reclaim["pauses_ms"]) == 1
+    assert snap.uncollected_bytes == 0
+
+
+def test_no_collection_while_the_scheduler_is_in_its_critical_section(airflow_db, no_automatic_gc):
+    clock = helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, clock)
+    bag = make_bag(clock, max_bytes=int(sum(weights) * 0.9), reclaim_hard_fraction=0.25)
+    clock.advance(60)
+    with create_session() as session:
+        for run in runs + runs:
+            bag.get_dag_for_run(run, session=session)
+    assert bag.reclaimer.wanted()
+    inside, leave = threading.Event(), threading.Event()
+
+    def _critical_section_enqueue_task_instances():  # the name Airflow's scheduler uses
+        inside.set()
+        leave.wait(30)
+
+    scheduler = threading.Thread(target=_critical_section_enqueue_task_instances)
+    scheduler.start()
+    try:
+        assert inside.wait(30)
+        bag.maintain()  # as the maintenance thread would, while the scheduler is in there
+        assert bag.reclaimer.collections == 0 and bag.deferred_for_critical_section == 1
+    finally:
+        leave.set()
+        scheduler.join(30)
+    bag.maintain()  # the next maintenance step, outside it
+    assert bag.reclaimer.collections == 1
+    assert bag.snapshot().reclaim["deferred_for_critical_section"] == 1
+
+
+def test_live_plus_uncollected_stays_within_budget_plus_margin(airflow_db, no_automatic_gc):
+    """Churn through a budget smaller than the set with the maintenance step after each lookup
+    (10 s apart): currsize + uncollected <= budget * (1 + hard_fraction) + one entry."""
+    clock = helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, clock)
+    budget, heaviest = int(sum(weights) * 0.9), max(weights)
+    bag = make_bag(clock, max_bytes=budget, reclaim_hard_fraction=0.5, reclaim_min_interval=1e9,
+                   reclaim_max_time_share=1.0)
+    with create_session() as session:
+        for _ in range(6):
+            for run in runs:
+                clock.advance(10)
+                bag.get_dag_for_run(run, session=session)
+                assert bag.currsize <= budget
+                assert bag.currsize + bag.uncollected_bytes <= budget * 1.5 + heaviest
+                bag.maintain()
+    assert bag.reclaimer.collections >= 3 and bag.cache.stats().evictions_size >= 6
+
+
+def test_a_forked_child_inherits_no_held_lock(airflow_db):
+    """LocalExecutor forks the scheduler while the maintenance thread may hold the bag's locks;
+    only the forking thread lives on in the child, so a lock it held would never be released."""
+    clock = helpers.FakeClock()
+    runs, _ = runs_and_weights(airflow_db, clock)
+    bag = ByteBoundedDagBag(False, max_bytes="64MiB", stats_prefix="test.dag_bag", timer=clock, background=True)
+    held, release = threading.Event(), threading.Event()
+    locks = [bag._maintaining, bag._samples_lock, bag._lock, bag._cache._lock, bag.reclaimer._lock, bag.calibrator._lock]
+
+    def maintenance_thread_mid_step():
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(60)
+        for lock in reversed(locks):
+            lock.release()
+
+    holder = threading.Thread(target=maintenance_thread_mid_step)
+    holder.start()
+    assert held.wait(30)
+    pid = os.fork()
+    if pid == 0:  # the child: a deadlock is ended by the alarm (exit by SIGALRM, not 0)
+        signal.alarm(60)
+        code = 1
+        try:
+            with create_session() as session:
+                dag = bag.get_dag_for_run(runs[0], session=session)
+            bag.maintain(force=True)
+            snap = bag.snapshot()
+            code = 0 if dag is not None and snap.cached_bytes == bag.currsize > 0 else 3
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join(30)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with create_session() as session:  # and the parent's bag still works
+        assert bag.get_dag_for_run(runs[1], session=session) is not None
+
+
+def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic_gc):
+    from airflow._shared.observability.metrics import stats
+    from airflow.observability.metrics import stats_utils
+
+    listener = helpers.StatsdListener()
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    try:
+        clock = helpers.FakeClock()
+        runs, weights = runs_and_weights(airflow_db, clock)
+        bag = make_bag(clock, max_bytes=int(sum(weights) * 0.9), stats_prefix="scheduler.dag_bag", reclaim_hard_fraction=0.25)
+        clock.advance(60)
+        with create_session() as session:
+            for run in [runs[0], runs[0], runs[1], runs[0]]:  # a hit (a calibration sample), then churn
+                bag.get_dag_for_run(run, session=session)
+        bag.maintain(force=True)
+        assert bag.reclaimer.collections == 1 and bag.calibrator.samples == 1
+        gauges = bag.gauges()
+        assert gauges["cache_reclaim_pause_max_ms"] == round(bag.reclaimer.last_ms)
+        prefix = "airflow.scheduler.dag_bag."
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_reclaims:1|c"))
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_reclaim_duration:") and l.endswith("|ms"))
+        for name in ("cache_reclaim_pause_p50_ms", "cache_reclaim_pause_p99_ms", "cache_reclaim_pause_max_ms"):
+            assert listener.wait_for(lambda l, n=name: l == f"{prefix}{n}:{gauges[n]}|g"), (name, listener.lines)
+        assert listener.wait_for(lambda l: l == f"{prefix}cache_uncollected_bytes:0|g")  # sent after the collection
+        # the overhead so far (the step's own bookkeeping time is added after the send)
+        assert gauges["cache_overhead_ms"] > 0
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_overhead_ms:") and 0 < int(l.split(":")[1].split("|")[0]) <= gauges["cache_overhead_ms"])
+    finally:
+        monkeypatch.undo()
+        from airflow._shared.observability.metrics.base_stats_logger import NoStatsLogger
+
+        stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+        listener.close()
+
+
+def test_the_maintenance_thread_starts_with_the_first_lookup_not_with_the_bag(airflow_db):
+    """The scheduler builds its bag before LocalExecutor forks its workers: no second thread may
+    exist by then (Python 3.12+ warns on fork with threads; a held lock would stay held)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import threading
+from airflow.utils.session import create_session
+import airflow_helpers as helpers
+from bytecache_airflow.dagbag import ByteBoundedDagBag
+
+def maintenance_threads():
+    return [t for t in threading.enumerate() if t.name == "bytecache-dagbag-maintenance"]
+
+bag = ByteBoundedDagBag(False, max_bytes="64MiB", stats_prefix="test.dag_bag")
+assert maintenance_threads() == [], "started with the bag"
+with create_session() as session:
+    bag.get_dag_for_run(helpers.get_run(session, {airflow_db["dags_by_size"][10]!r}), session=session)
+assert len(maintenance_threads()) == 1, "not started by the first lookup"
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), *sys.path]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
