@@ -24,11 +24,8 @@ import json
 import math
 import sys
 import time
-import zlib
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
-from bytecache.measure import walk_sizeof
 from bytecache.sizes import format_size
 
 #: The scheduler's peak over its baseline stays within budget x this (live + not yet collected),
@@ -90,19 +87,13 @@ def needed_versions(session) -> dict:
     return needed
 
 
-def _rows(session, version_ids: Iterable):
-    from sqlalchemy import select
-
-    from airflow.models.serialized_dag import SerializedDagModel
-
-    for version_id in version_ids:
-        serdag = session.scalar(select(SerializedDagModel).where(SerializedDagModel.dag_version_id == version_id))
-        if serdag is not None:
-            yield version_id, serdag
-
-
 def size_deployment(session, *, headroom: float = 0.1, measure: int = 8) -> SizingReport:
-    from bytecache_airflow.weighing import dag_calibrator, dag_features
+    """Load every needed version through a byte-bounded bag's own load path (the same JSON length
+    and the same features the cache weighs by), deep-measure the first ``measure`` to refit the
+    model as the cache does, and weigh them all with the refitted model. Each DAG is dropped
+    right after it is weighed: the sizing holds one at a time, not the working set."""
+    from bytecache_airflow.dagbag import ByteBoundedDagBag
+    from bytecache_airflow.weighing import coverage_keys, dag_features
 
     if not 0 <= headroom <= 10:
         raise ValueError(f"--headroom must be between 0 and 10 (a fraction of the total), got {headroom!r}")
@@ -110,18 +101,20 @@ def size_deployment(session, *, headroom: float = 0.1, measure: int = 8) -> Sizi
         raise ValueError(f"--measure must be >= 0, got {measure!r}")
     start = time.perf_counter()
     needed = needed_versions(session)
-    calibrator = dag_calibrator(warmup=measure, every=1_000_000_000, max_time_share=1.0, measure=walk_sizeof)
+    bag = ByteBoundedDagBag(False, max_bytes=None, ttl=None, background=False, stats_prefix="bytecache.sizing")
+    calibrator = bag.calibrator
     loaded = []
-    for version_id, serdag in _rows(session, needed):
-        json_bytes = len(zlib.decompress(serdag._data_compressed)) if serdag._data_compressed else len(
-            json.dumps(serdag._data) if not isinstance(serdag._data, (str, bytes)) else serdag._data
-        )
-        dag = serdag.dag
+    for version_id, why in needed.items():
+        dag = bag.get_dag(version_id, session=session)
+        if dag is None:
+            continue  # the version's serialized DAG is gone (cleaned up): nothing to hold
+        json_bytes = bag.cache.peek(version_id).serialized_bytes
         features = dag_features(dag, json_bytes)
-        if calibrator.should_sample(features):
-            calibrator.measure_and_record(dag, features)
-        loaded.append((version_id, serdag.dag_id, needed[version_id], len(dag.task_dict), json_bytes, features))
-        del dag, serdag
+        if calibrator.samples < measure:
+            calibrator.measure_and_record(dag, features, coverage_keys(features))
+        loaded.append((version_id, dag.dag_id, why, len(dag.task_dict), json_bytes, features))
+        bag.cache.pop(version_id, None)
+        del dag
     versions = tuple(
         sorted(
             (
