@@ -11,6 +11,8 @@ The interface, called with the cache lock held:
 - ``reweigh(entry, old_weight)``: an entry's value was replaced in place (counts as an access).
 - ``remove(entry)``: the cache dropped the entry for its own reasons (expiry, delete, clear).
 - ``evict(excess)``: detach and return entries weighing at least ``excess`` in total.
+- ``segments()``: segment name -> (its entries in order, coldest first; the weight the policy has
+  recorded for it). For tests and introspection; every entry is in exactly one segment.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class LRUPolicy:
 
     def clear(self) -> None:
         self._order.clear()
+
+    def segments(self) -> dict[str, tuple[list, int]]:
+        entries = list(self._order.values())
+        return {"lru": (entries, sum(e.weight for e in entries))}
 
 
 WINDOW, PROBATION, PROTECTED = 0, 1, 2
@@ -162,6 +168,15 @@ class WTinyLFUPolicy:
         self.protected.clear()
         self.window_weight = self.protected_weight = 0
         self._candidates = []
+
+    def segments(self) -> dict[str, tuple[list, int]]:
+        # Probation's weight is not tracked (it is the rest); it is reported as computed.
+        probation = list(self.probation.values())
+        return {
+            "window": (list(self.window.values()), self.window_weight),
+            "probation": (probation, sum(e.weight for e in probation)),
+            "protected": (list(self.protected.values()), self.protected_weight),
+        }
 
     # -- movement between segments -----------------------------------------------------------
     def _drain_window(self) -> list:

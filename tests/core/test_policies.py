@@ -6,7 +6,7 @@ import random
 import pytest
 
 from bytecache import ByteCache
-from bytecache.policies import PROBATION, PROTECTED, WINDOW, LRUPolicy, WTinyLFUPolicy
+from bytecache.policies import POLICIES, PROBATION, PROTECTED, WINDOW, LRUPolicy, WTinyLFUPolicy
 from bytecache.sketch import FrequencySketch
 
 
@@ -244,3 +244,35 @@ def test_tinylfu_is_not_worse_than_lru_on_a_skewed_workload():
                 cache[key] = key
         ratios[policy] = cache.stats().hit_ratio
     assert ratios["tinylfu"] >= ratios["lru"] - 0.02
+
+
+# -- introspection: segments() ------------------------------------------------------------------
+def assert_segments_consistent(cache):
+    """Each entry in exactly one segment, each segment's recorded weight is its entries' sum, and
+    the segments together hold exactly the cache's entries."""
+    segments = cache._policy.segments()
+    seen = []
+    for name, (entries, weight) in segments.items():
+        assert weight == sum(e.weight for e in entries), name
+        seen.extend(e.key for e in entries)
+    assert len(seen) == len(set(seen))
+    assert set(seen) == set(cache._data)
+    assert sum(w for _, w in segments.values()) == cache.currsize
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_segments_partition_the_cache_and_record_their_weights(policy):
+    rng = random.Random(3)
+    cache = ByteCache(200, getsizeof=lambda v: v, policy=policy)
+    for step in range(3000):
+        key = rng.randrange(60)
+        op = rng.random()
+        if op < 0.6:
+            cache.get(key)
+        elif op < 0.95:
+            cache[key] = rng.randrange(1, 40)
+        else:
+            cache.pop(key, None)
+        if step % 50 == 0:
+            assert_segments_consistent(cache)
+    assert_segments_consistent(cache)
