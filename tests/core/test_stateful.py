@@ -28,10 +28,12 @@ EXPIRED, SIZE, REPLACED, EXPLICIT = (
     EvictionCause.REPLACED,
     EvictionCause.EXPLICIT,
 )
-KEYS = st.integers(min_value=0, max_value=9)
+# Few keys and mostly light values: most keys drawn are held, several at a time, and the budget
+# is still exceeded often.
+KEYS = st.integers(min_value=0, max_value=5)
 MAXSIZE = 20
-WEIGHTS = st.integers(min_value=0, max_value=MAXSIZE + 3)  # a few too heavy to store
-FITTING_WEIGHTS = st.integers(min_value=0, max_value=MAXSIZE)
+FITTING_WEIGHTS = st.integers(min_value=0, max_value=6) | st.integers(min_value=0, max_value=MAXSIZE)
+WEIGHTS = FITTING_WEIGHTS | st.integers(min_value=MAXSIZE - 1, max_value=MAXSIZE + 3)  # some too heavy
 TTL = 10.0
 # Policies that keep a value just written within budget readable until something else displaces
 # it (read-your-writes). LRU does by construction; W-TinyLFU may still reject the entry being
@@ -167,9 +169,7 @@ class CacheMachine(RuleBasedStateMachine):
     @rule(key=KEYS, weight=WEIGHTS)
     def reweigh(self, key, weight):
         """The same value stored again at another weight: not a replacement, but a new weight."""
-        if not self.live(key):
-            return
-        value = self.model[key].value
+        value = self.model[key].value if key in self.model else self.new_value()
         if weight > MAXSIZE:
             with pytest.raises(ValueError):
                 self.cache.set(key, value, weight=weight)
@@ -250,7 +250,24 @@ class CacheMachine(RuleBasedStateMachine):
         assert sorted(self.cache) == sorted(live)
         self.absorb_optional_expiry(self.take_events())
 
-    @rule(seconds=st.sampled_from([0.5, 3, 9.99, 10, 25]))
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), action=st.sampled_from(["get", "peek", "delete", "reweigh", "load_too_heavy"]))
+    def on_a_held_key(self, data, action):
+        """The rules above on a key the cache holds, often one just expired: keys drawn at random
+        are often absent, and expired entries are flushed by the next write."""
+        key = data.draw(st.sampled_from(sorted(self.model)), label="held key")
+        if action == "get":
+            self.get(key, subscript=False)
+        elif action == "peek":
+            self.peek(key)
+        elif action == "delete":
+            self.delete(key)
+        elif action == "reweigh":
+            self.reweigh(key, data.draw(WEIGHTS, label="weight"))
+        else:
+            self.load_too_heavy(key, MAXSIZE + 1)
+
+    @rule(seconds=st.sampled_from([0.5, 3, 9.5, 10, 25]))  # exact in binary: idle == ttl happens
     def advance(self, seconds):
         self.clock.advance(seconds)
 
@@ -279,15 +296,31 @@ class CacheMachine(RuleBasedStateMachine):
             return
         self.loads += 1
         if weight > MAXSIZE:
-            stale = key in self.model  # present but expired: it goes even though nothing is stored
-            assert self.cache.get_or_load(key, loader, weight=weight) is value
-            self.rejections += 1
-            events = self.take_events()
-            self.absorb_optional_expiry(events)
-            assert not stale or (key, EXPIRED) in [(k, cause) for k, *_, cause in events]
-            assert key not in self.cache._data
+            self.reject(key, lambda: self.cache.get_or_load(key, loader, weight=weight) is value)
             return
         self.write(key, value, weight, lambda: self.cache.get_or_load(key, loader, weight=weight))
+
+    @rule(key=KEYS, weight=st.integers(min_value=MAXSIZE + 1, max_value=MAXSIZE + 3))
+    def load_too_heavy(self, key, weight):
+        """A load heavier than the budget: returned, not stored, and a stale value under its key goes."""
+        value = self.new_value()
+        self.lookups += 1
+        if self.live(key):
+            assert self.cache.get_or_load(key, lambda: value, weight=weight) is self.model[key].value
+            self.use(key)
+            self.hits += 1
+            return
+        self.loads += 1
+        self.reject(key, lambda: self.cache.get_or_load(key, lambda: value, weight=weight) is value)
+
+    def reject(self, key, load):
+        stale = key in self.model  # present but expired: it goes even though nothing is stored
+        assert load()
+        self.rejections += 1
+        events = self.take_events()
+        self.absorb_optional_expiry(events)
+        assert not stale or (key, EXPIRED) in [(k, cause) for k, *_, cause in events]
+        assert key not in self.cache._data
 
     @rule(key=KEYS, weight=WEIGHTS, written_weight=FITTING_WEIGHTS, then_delete=st.booleans())
     def load_racing_a_write(self, key, weight, written_weight, then_delete):
@@ -341,7 +374,7 @@ class CacheMachine(RuleBasedStateMachine):
         assert stats.entries == len(self.model) and stats.currsize == self.cache.currsize
 
 
-CacheMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
+CacheMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=50, deadline=None)
 TestCache = CacheMachine.TestCase
 
 
