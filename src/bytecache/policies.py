@@ -108,7 +108,7 @@ class WTinyLFUPolicy:
         self.max_window = int(self.window_target)
         self.max_protected = int((self.maxsize - self.max_window) * self.protected_fraction)
         keys = max(64, len(self))
-        self.window_ghost.bound(self.maxsize - self.max_window, keys)
+        self.window_ghost.bound(self.maxsize, keys)
         self.main_ghost.bound(self.maxsize, keys)
 
     @property
@@ -149,6 +149,10 @@ class WTinyLFUPolicy:
             # cache) would miss in a window of any size.
             if away <= len(self):
                 self.resize_window(self.window_target + weight * self._worth(away))
+            else:
+                # Back from further than any window could have kept it: only the main space
+                # could have, had it been larger and admitted it.
+                self.resize_window(self.window_target - weight * self._worth(away))
             return
         found = self.main_ghost.pop(key)
         if found is not None:
