@@ -303,7 +303,18 @@ class WTinyLFUPolicy:
         if not rivals:
             return True
         frequency = candidate.prior
-        return all(frequency > self.sketch.frequency(rival.slots) for rival in rivals)
+        return all(frequency > self._standing(rival) for rival in rivals)
+
+    def _standing(self, entry) -> int:
+        """A resident's frequency, or 0 once it is long overdue: idle for more than twice the
+        interval its count implies (the sketch counts about one sample period's accesses). A
+        superseded version keeps the count it earned while alive until the sketch halves it
+        away; this lets a live key displace it once it has clearly stopped recurring, while a
+        key swept once per pass is never overdue."""
+        frequency = self.sketch.frequency(entry.slots)
+        if (self.accesses - entry.touched) * max(frequency, 1) > 2 * self.sketch.sample_size:
+            return 0
+        return frequency
 
     def _rivals(self, weight: int, boundary) -> list:
         """Main-space residents, coldest first, that together weigh at least ``weight``: probation
