@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: soak test bench install clean
+.PHONY: soak test bench bench-quick bench-table install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ soak: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# the trace matrix (patterns x budgets x policies, table + benchmarks/matrix.png)
 bench: $(STAMP)
+	$(PY) -m benchmarks.matrix
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.matrix --quick --plot /tmp/bytecache-matrix-quick.png
+
+# the hit-path table and the older weighted/LIRS table
+bench-table: $(STAMP)
 	$(PY) benchmarks/run.py
 
 clean:

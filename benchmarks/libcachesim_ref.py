@@ -23,6 +23,8 @@ POLICIES = {
     "LRU": ("LRU", {}),
     "W-TinyLFU": ("WTinyLFU", {}),  # libCacheSim's defaults: 1% window, SLRU main space
     "LIRS": ("LIRS", {}),
+    "ARC": ("ARC", {}),
+    "S3-FIFO": ("S3FIFO", {}),  # libCacheSim's defaults: 10% small FIFO, ghost 90%, promote at 2 hits
     "Belady": ("Belady", {}),
     "BeladySize": ("BeladySize", {}),
 }
@@ -73,15 +75,34 @@ class OracleTrace:
         fd, self.path = tempfile.mkstemp(suffix=".oracleGeneral", prefix="bytecache-bench-")
         os.close(fd)
         write_oracle_general(trace, self.path)
+        self.length = len(trace)
+        self.hashpower = max(10, len({k for k, _ in trace}).bit_length() + 1)
         self.reader = lcs.TraceReader(self.path, lcs.TraceType.ORACLE_GENERAL_TRACE)
+
+    def _cache(self, policy: str, cache_size: int):
+        cls_name, kwargs = POLICIES[policy]
+        # a hash table sized to the trace's keys: the default (2**24 buckets) costs more to allocate
+        # than a short trace costs to replay
+        return getattr(self._lcs, cls_name)(cache_size, hashpower=self.hashpower, **kwargs)
 
     def run(self, policy: str, cache_size: int) -> tuple[float, float]:
         """(object hit ratio, byte hit ratio) of libCacheSim ``policy`` (a key of POLICIES)."""
-        cls_name, kwargs = POLICIES[policy]
-        cache = getattr(self._lcs, cls_name)(cache_size, **kwargs)
+        cache = self._cache(policy, cache_size)
         with _quiet_stderr():  # libCacheSim logs "object size too large" from C for each refusal
             obj_miss, byte_miss = cache.process_trace(self.reader)
         return 1.0 - obj_miss, 1.0 - byte_miss
+
+    def misses_per_chunk(self, policy: str, cache_size: int, chunk: int) -> list[int]:
+        """Object misses of ``policy`` in each consecutive ``chunk`` requests of the trace, the cache
+        carrying its state from one chunk to the next (e.g. misses per scheduler loop)."""
+        cache = self._cache(policy, cache_size)
+        out = []
+        with _quiet_stderr():
+            for start in range(0, self.length, chunk):
+                length = min(chunk, self.length - start)
+                obj_miss, _ = cache.process_trace(self.reader, start, length)
+                out.append(round(obj_miss * length))
+        return out
 
     def close(self) -> None:
         try:

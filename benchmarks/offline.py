@@ -1,6 +1,8 @@
 """Offline (clairvoyant) references for a trace of ``(key, weight)`` requests and a byte budget.
 
-All three functions return ``(object_hit_ratio, byte_hit_ratio)``.
+All three functions return ``(object_hit_ratio, byte_hit_ratio)``; ``belady_hits`` and
+``belady_size_hits`` give the two schedules' outcome per request (byte ``i`` is 1 if request ``i``
+hits), for per-loop miss counts.
 
 ``belady``        Belady's MIN with bypass: on a miss, if room is needed, evict the residents whose next
                   use is farthest in the future, unless the incoming object's own next use is farther
@@ -27,7 +29,13 @@ from __future__ import annotations
 import heapq
 from typing import Hashable, Sequence
 
-__all__ = ["next_uses", "belady", "belady_size", "upper_bound", "offline_reference"]
+try:
+    from .replay import hit_ratios
+except ImportError:  # imported as a top-level module, with benchmarks/ on sys.path (run.py)
+    from replay import hit_ratios
+
+__all__ = ["next_uses", "belady", "belady_hits", "belady_size", "belady_size_hits", "upper_bound",
+           "offline_reference"]
 
 Trace = Sequence[tuple[Hashable, int]]
 
@@ -44,23 +52,21 @@ def next_uses(trace: Trace) -> list[int]:
     return nxt
 
 
-def _ratios(trace: Trace, hits: int, hit_bytes: int) -> tuple[float, float]:
-    total = sum(w for _, w in trace)
-    n = len(trace)
-    return (hits / n if n else 0.0, hit_bytes / total if total else 0.0)
-
-
 def belady(trace: Trace, budget: int) -> tuple[float, float]:
+    return hit_ratios(trace, belady_hits(trace, budget))
+
+
+def belady_hits(trace: Trace, budget: int) -> bytearray:
     n = len(trace)
     nxt = next_uses(trace)
     resident: dict = {}  # key -> (next use, weight)
     heap: list = []  # (-next use, tiebreak, key); stale items skipped lazily
-    used = hits = hit_bytes = 0
+    used = 0
+    hits = bytearray(n)
     for i, (k, w) in enumerate(trace):
         r = resident.get(k)
         if r is not None:
-            hits += 1
-            hit_bytes += w
+            hits[i] = 1
             if r[1] != w:  # re-weighed in place
                 used += w - r[1]
             resident[k] = (nxt[i], w)
@@ -96,10 +102,14 @@ def belady(trace: Trace, budget: int) -> tuple[float, float]:
         resident[k] = (nxt[i], w)
         used += w
         heapq.heappush(heap, (-nxt[i], i, k))
-    return _ratios(trace, hits, hit_bytes)
+    return hits
 
 
 def belady_size(trace: Trace, budget: int) -> tuple[float, float]:
+    return hit_ratios(trace, belady_size_hits(trace, budget))
+
+
+def belady_size_hits(trace: Trace, budget: int) -> bytearray:
     import numpy as np
 
     n = len(trace)
@@ -110,12 +120,12 @@ def belady_size(trace: Trace, budget: int) -> tuple[float, float]:
     keys: list = [None] * cap
     slot_of: dict = {}
     count = 0
-    used = hits = hit_bytes = 0
+    used = 0
+    hits = bytearray(n)
     for i, (k, w) in enumerate(trace):
         s = slot_of.get(k)
         if s is not None:
-            hits += 1
-            hit_bytes += w
+            hits[i] = 1
             used += w - int(wt[s])
             wt[s] = w
             nx[s] = nxt[i] if nxt[i] < n else np.inf
@@ -148,7 +158,7 @@ def belady_size(trace: Trace, budget: int) -> tuple[float, float]:
         slot_of[k] = count
         count += 1
         used += w
-    return _ratios(trace, hits, hit_bytes)
+    return hits
 
 
 def upper_bound(trace: Trace, budget: int) -> tuple[float, float]:

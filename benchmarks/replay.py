@@ -12,14 +12,20 @@ A request is a hit if ``cache.get(key, MISS)`` returns a value; otherwise the va
 (a miss, then a load). A value the cache refuses because it is heavier than the whole budget
 (``ValueError``, as cachetools and ByteCache raise) counts as a miss and is not stored.
 
+``replay_hits`` gives the outcome of every request (for per-loop miss counts); ``hit_ratios``
+turns such per-request outcomes into the two ratios. ``Ticks`` is a clock that the replay moves
+one tick per request, for idle TTLs counted in requests.
+
 Standard library only.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Sequence
 
-__all__ = ["Weighted", "weight_of", "replay"]
+__all__ = ["Weighted", "weight_of", "Ticks", "replay", "replay_hits", "hit_ratios"]
+
+Trace = Sequence[tuple[Hashable, int]]
 
 
 class Weighted:
@@ -36,21 +42,32 @@ def weight_of(value: Weighted) -> int:
     return value.weight
 
 
+class Ticks:
+    """A cache ``timer`` that ``replay`` advances by one tick before each request it replays."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
 _MISS = object()
 
 
-def replay(trace: Iterable[tuple[Hashable, int]], make_cache: Callable[[], Any]) -> tuple[float, float]:
-    """Replay ``trace`` through a fresh ``make_cache()``; return (object hit ratio, byte hit ratio)."""
+def replay_hits(trace: Trace, make_cache: Callable[[], Any], *, ticks: Ticks | None = None) -> bytearray:
+    """Replay ``trace`` through a fresh ``make_cache()``; byte ``i`` is 1 if request ``i`` hit.
+
+    If ``ticks`` is given (the cache's timer), it moves one tick before every request."""
     cache = make_cache()
     get = cache.get
     explicit = getattr(cache, "set", None)
-    n = hits = total_bytes = hit_bytes = 0
-    for key, weight in trace:
-        n += 1
-        total_bytes += weight
+    hits = bytearray(len(trace))
+    for i, (key, weight) in enumerate(trace):
+        if ticks is not None:
+            ticks.now += 1
         if get(key, _MISS) is not _MISS:
-            hits += 1
-            hit_bytes += weight
+            hits[i] = 1
             continue
         try:
             if explicit is not None:
@@ -59,4 +76,17 @@ def replay(trace: Iterable[tuple[Hashable, int]], make_cache: Callable[[], Any])
                 cache[key] = Weighted(weight)
         except ValueError:
             pass  # heavier than the budget: not cacheable
-    return (hits / n if n else 0.0, hit_bytes / total_bytes if total_bytes else 0.0)
+    return hits
+
+
+def hit_ratios(trace: Trace, hits: Sequence[int]) -> tuple[float, float]:
+    """(object hit ratio, byte hit ratio) of ``trace`` given each request's outcome (1 = hit)."""
+    n = len(trace)
+    total_bytes = sum(w for _, w in trace)
+    hit_bytes = sum(w for (_, w), hit in zip(trace, hits) if hit)
+    return (sum(hits) / n if n else 0.0, hit_bytes / total_bytes if total_bytes else 0.0)
+
+
+def replay(trace: Trace, make_cache: Callable[[], Any], *, ticks: Ticks | None = None) -> tuple[float, float]:
+    """Replay ``trace`` through a fresh ``make_cache()``; return (object hit ratio, byte hit ratio)."""
+    return hit_ratios(trace, replay_hits(trace, make_cache, ticks=ticks))

@@ -31,7 +31,7 @@ import hitpath  # noqa: E402
 import libcachesim_ref  # noqa: E402
 import offline  # noqa: E402
 import workloads  # noqa: E402
-from replay import Weighted, replay, weight_of  # noqa: E402
+from replay import Ticks, Weighted, replay, weight_of  # noqa: E402
 
 COLUMNS = ["case", "ours: default", "ours: lru", "cachetools LRU", "libCacheSim LRU",
            "libCacheSim W-TinyLFU", "libCacheSim LIRS", "offline", "default % of offline", "target"]
@@ -97,26 +97,11 @@ def section_hitpath(quick: bool) -> list[str]:
 
 
 # -- b. weighted synthetic traces -------------------------------------------------------------
-class Ticks:
-    """A clock that moves one tick per request replayed, for idle TTLs measured in requests."""
-
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
-
-    def follow(self, trace):
-        for request in trace:
-            self.now += 1
-            yield request
-
-
 def replay_ours(wl, policy: str) -> tuple[float, float]:
     if wl.ttl is None:
         return replay(wl.trace, lambda: ByteCache(wl.budget, policy=policy))
     clock = Ticks()
-    return replay(clock.follow(wl.trace), lambda: ByteCache(wl.budget, policy=policy, ttl=wl.ttl, timer=clock))
+    return replay(wl.trace, lambda: ByteCache(wl.budget, policy=policy, ttl=wl.ttl, timer=clock), ticks=clock)
 
 
 def section_synthetic(quick: bool) -> list[str]:

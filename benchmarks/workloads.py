@@ -16,7 +16,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 __all__ = [
     "TRACE_DIR",
@@ -24,10 +24,14 @@ __all__ = [
     "Workload",
     "load_lirs",
     "dag_weights",
+    "unit_weights",
+    "log_uniform_weights",
+    "uniform_weights",
     "cyclic_sweep",
     "zipf",
     "version_churn",
     "scheduler_sweep",
+    "scheduler_loops",
     "synthetic_workloads",
     "total_weight",
 ]
@@ -86,9 +90,32 @@ def dag_weights(n: int, rng: random.Random) -> list[int]:
     return out
 
 
-def cyclic_sweep(n_keys: int, passes: int, *, seed: int = 1) -> list[tuple[int, int]]:
+# A weight generator: ``weigh(n, rng)`` -> ``n`` weights drawn from ``rng``.
+Weigh = Callable[[int, random.Random], list[int]]
+
+
+def unit_weights(n: int, rng: random.Random) -> list[int]:
+    """Weight 1 for every key (a capacity counted in entries); draws nothing from ``rng``."""
+    return [1] * n
+
+
+def log_uniform_weights(lo: int, hi: int) -> Weigh:
+    """Weights log-uniform between ``lo`` and ``hi`` bytes (as many keys per decade)."""
+    def weigh(n: int, rng: random.Random) -> list[int]:
+        return [int(math.exp(rng.uniform(math.log(lo), math.log(hi)))) for _ in range(n)]
+    return weigh
+
+
+def uniform_weights(lo: int, hi: int) -> Weigh:
+    """Weights uniform between ``lo`` and ``hi`` bytes, inclusive."""
+    def weigh(n: int, rng: random.Random) -> list[int]:
+        return [rng.randint(lo, hi) for _ in range(n)]
+    return weigh
+
+
+def cyclic_sweep(n_keys: int, passes: int, *, seed: int = 1, weigh: Weigh = dag_weights) -> list[tuple[int, int]]:
     """Keys 0..n-1 requested in the same order, ``passes`` times (the scheduler's DAG sweep)."""
-    weights = dag_weights(n_keys, random.Random(seed))
+    weights = weigh(n_keys, random.Random(seed))
     one_pass = list(zip(range(n_keys), weights))
     return one_pass * passes
 
@@ -97,22 +124,24 @@ def _zipf_cum(n: int, alpha: float) -> list[float]:
     return list(itertools.accumulate(1.0 / (i ** alpha) for i in range(1, n + 1)))
 
 
-def zipf(n_keys: int, n_requests: int, alpha: float, *, seed: int = 2) -> list[tuple[int, int]]:
+def zipf(n_keys: int, n_requests: int, alpha: float, *, seed: int = 2,
+         weigh: Weigh = dag_weights) -> list[tuple[int, int]]:
     """Independent requests, key popularity Zipf(alpha); a key's weight does not depend on its rank."""
     rng = random.Random(seed)
-    weights = dag_weights(n_keys, rng)
+    weights = weigh(n_keys, rng)
     ranks = rng.choices(range(n_keys), cum_weights=_zipf_cum(n_keys, alpha), k=n_requests)
     return [(r, weights[r]) for r in ranks]
 
 
 def version_churn(
-    n_dags: int, n_requests: int, *, alpha: float = 0.9, p_new_version: float = 0.01, seed: int = 3
+    n_dags: int, n_requests: int, *, alpha: float = 0.9, p_new_version: float = 0.01, seed: int = 3,
+    weigh: Weigh = dag_weights,
 ) -> list[tuple[tuple[int, int], int]]:
     """Keys superseded over time: DAG popularity is Zipf(alpha); before a request, with probability
     ``p_new_version`` the requested DAG gets a new version (a new key ``(dag, version)``, weight
     within +-10% of the DAG's base weight). Old versions are never requested again."""
     rng = random.Random(seed)
-    base = dag_weights(n_dags, rng)
+    base = weigh(n_dags, rng)
     version = [0] * n_dags
     weight = list(base)
     cum = _zipf_cum(n_dags, alpha)
@@ -140,6 +169,23 @@ def scheduler_sweep(
             if rng.random() < p_redeploy:
                 version[d] += 1
             trace.append(((d, version[d]), weights[d]))
+    return trace
+
+
+def scheduler_loops(
+    n_keys: int, sweeps: int, *, per_loop: int = 20, seed: int = 5, weigh: Weigh = uniform_weights(30 * KB, 60 * KB)
+) -> list[tuple[int, int]]:
+    """The scheduler's loop as the real one reads its DAG cache: each loop takes the next
+    ``per_loop`` of ``n_keys`` keys round-robin and reads them once, then again in the same order
+    (the scheduler looks each examined DAG run's DAG up twice per loop). ``sweeps`` passes over the
+    keys, so ``sweeps * n_keys / per_loop`` loops of ``2 * per_loop`` requests each."""
+    if n_keys % per_loop:
+        raise ValueError(f"n_keys must be a multiple of per_loop={per_loop}, got n_keys={n_keys}")
+    weights = weigh(n_keys, random.Random(seed))
+    trace = []
+    for start in range(0, sweeps * n_keys, per_loop):
+        batch = [(k % n_keys, weights[k % n_keys]) for k in range(start, start + per_loop)]
+        trace += batch + batch
     return trace
 
 
