@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import subprocess
+import functools
 import sys
 import tempfile
 import threading
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+print = functools.partial(print, flush=True)  # progress shows when the output is a file or pipe
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = Path("src/bytecache")
 COPIED = ("src", "tests/__init__.py", "tests/core", "pyproject.toml")
@@ -49,7 +51,7 @@ MUTATIONS = [
     ),
     Mutation(
         "tinylfu-admit-always", "policies.py",
-        "return all(frequency > self.sketch.frequency(rival.slots) for rival in rivals)",
+        "return all(frequency > self._standing(rival) for rival in rivals)",
         "return True",
         "W-TinyLFU admits every candidate, whatever the sketch says",
     ),
@@ -156,6 +158,12 @@ MUTATIONS = [
         "            if self._policy is not None:\n                self._policy.clear()",
         "            pass",
         "clear() empties the storage but not the policy's bookkeeping",
+    ),
+    Mutation(
+        "tinylfu-evicts-own-write", "policies.py",
+        "                if entry is not self._newest:\n                    return entry",
+        "                return entry",
+        "W-TinyLFU may pick the entry a write just stored as that write's victim (read-your-writes)",
     ),
     Mutation(
         "sketch-never-halves", "sketch.py",

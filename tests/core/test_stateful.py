@@ -36,9 +36,9 @@ FITTING_WEIGHTS = st.integers(min_value=0, max_value=6) | st.integers(min_value=
 WEIGHTS = FITTING_WEIGHTS | st.integers(min_value=MAXSIZE - 1, max_value=MAXSIZE + 3)  # some too heavy
 TTL = 10.0
 # Policies that keep a value just written within budget readable until something else displaces
-# it (read-your-writes). LRU does by construction; W-TinyLFU may still reject the entry being
-# written as an admission candidate.
-READS_OWN_WRITES = {"lru"}
+# it (read-your-writes): LRU by construction, W-TinyLFU by never choosing the entry a write stores
+# as that write's victim.
+READS_OWN_WRITES = {"lru", "tinylfu"}
 
 
 class LoadFailed(Exception):
