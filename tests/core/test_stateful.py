@@ -370,15 +370,58 @@ CacheMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=
 TestCache = CacheMachine.TestCase
 
 
+def replay(policy, with_ttl, *steps):
+    """Drive the machine through ``steps`` ((rule, arguments) pairs), checking its invariants after
+    each: scenarios the random search reaches only now and then, pinned down."""
+    machine = CacheMachine()
+    machine.start(policy=policy, with_ttl=with_ttl)
+    for name, arguments in steps:
+        getattr(machine, name)(**arguments)
+        machine.accounting_is_exact()
+        machine.policy_segments_partition_the_cache()
+        machine.stats_add_up()
+    return machine
+
+
 def test_rewriting_an_expired_key_while_evicting_another():
     # Found by the machine above: the model's stale last use of the key being rewritten made
     # its fresh entry look expired to the expire-before-evict check.
-    machine = CacheMachine()
-    machine.start(policy="lru", with_ttl=True)
-    machine.get_or_load(key=4, weight=0, fail=False)
-    machine.advance(seconds=0.5)
-    machine.get_or_load(key=0, weight=4, fail=False)
-    machine.advance(seconds=9.99)
-    machine.get_or_load(key=4, weight=17, fail=False)  # 4 expired: reloaded at 17, evicting 0
+    machine = replay(
+        "lru", True,
+        ("get_or_load", dict(key=4, weight=0, fail=False)),
+        ("advance", dict(seconds=0.5)),
+        ("get_or_load", dict(key=0, weight=4, fail=False)),
+        ("advance", dict(seconds=9.5)),
+        ("get_or_load", dict(key=4, weight=17, fail=False)),  # 4 expired: reloaded at 17, evicting 0
+    )
     assert list(machine.cache._data) == [4] and machine.cache.currsize == 17
-    machine.teardown()
+
+
+@pytest.mark.parametrize("policy", ["lru", "tinylfu"])
+def test_peek_neither_renews_nor_reorders(policy):
+    # 0 is peeked when 1 is fresher: 0 must still expire first, and alone.
+    machine = replay(
+        policy, True,
+        ("set", dict(key=0, weight=1)),
+        ("advance", dict(seconds=3)),
+        ("set", dict(key=1, weight=1)),
+        ("peek", dict(key=0)),
+        ("advance", dict(seconds=9.5)),  # 0 idle 12.5 s, 1 idle 9.5 s
+        ("expire", {}),
+    )
+    assert list(machine.model) == [1]
+    # and the least recently used stays first in line for popitem
+    replay("lru", False, ("set", dict(key=0, weight=1)), ("set", dict(key=1, weight=1)),
+           ("peek", dict(key=0)), ("popitem", {}))
+
+
+@pytest.mark.parametrize("policy", ["lru", "tinylfu"])
+def test_an_expired_entry_cannot_be_deleted_or_popped(policy):
+    machine = replay(
+        policy, True,
+        ("set", dict(key=0, weight=1)),
+        ("advance", dict(seconds=10)),
+        ("delete", dict(key=0)),  # KeyError: it is gone for every reader
+        ("popitem", {}),  # KeyError: nothing live to pop
+    )
+    assert machine.model == {}
