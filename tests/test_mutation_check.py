@@ -10,3 +10,4 @@ def test_every_mutation_finds_its_snippet_exactly_once():
 def test_mutations_are_distinct_changes():
     assert len({m.name for m in MUTATIONS}) == len(MUTATIONS)
     assert all(m.original != m.replacement and m.description for m in MUTATIONS)
+    assert all(m.alternative[0] != m.alternative[1] for m in MUTATIONS if m.alternative)
