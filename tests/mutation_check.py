@@ -3,8 +3,9 @@
 Each mutation replaces one exact snippet of one file. They are applied one at a time to a
 temporary copy of the tree (never to the working tree), and ``pytest -x -q tests/core`` runs in
 the copy with PYTHONPATH pointing at the copy's src. The script exits non-zero if any mutation
-survives, if a snippet is not found exactly once (the list went stale: update it), or if the
-unmutated copy does not pass.
+survives, if a snippet is not found exactly once (the list went stale: update it) or the mutant
+does not compile, or if the unmutated copy does not pass. ``--tests PATH`` runs less than
+tests/core, to see what one test file kills on its own.
 
     .venv/bin/python -m tests.mutation_check            # all of them
     .venv/bin/python -m tests.mutation_check -k ttl     # those whose name contains "ttl"
@@ -14,12 +15,12 @@ unmutated copy does not pass.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
 import signal
 import subprocess
-import functools
 import sys
 import tempfile
 import threading
@@ -46,8 +47,9 @@ class Mutation:
 
     def apply(self, source: str) -> str | None:
         """The mutated source, or None if no snippet is in ``source`` exactly once."""
-        for original, replacement in (self.original, self.replacement), self.alternative or ("", ""):
-            if original and source.count(original) == 1:
+        pairs = [(self.original, self.replacement)] + ([self.alternative] if self.alternative else [])
+        for original, replacement in pairs:
+            if source.count(original) == 1:
                 return source.replace(original, replacement)
         return None
 
@@ -190,11 +192,19 @@ MUTATIONS = [
 
 
 def check_snippets(mutations) -> list[str]:
-    """Mutations whose snippet is not in the source exactly once."""
+    """What is wrong with each mutation whose snippet is not in the source exactly once or whose
+    mutant does not compile."""
     stale = []
     for m in mutations:
-        if m.apply((ROOT / LIBRARY / m.file).read_text()) is None:
+        path = ROOT / LIBRARY / m.file
+        mutated = m.apply(path.read_text())
+        if mutated is None:
             stale.append(f"{m.name}: its snippet is not in {LIBRARY / m.file} exactly once")
+            continue
+        try:  # a mutant that does not even compile would be "killed" by any suite
+            compile(mutated, str(path), "exec")
+        except SyntaxError as exc:
+            stale.append(f"{m.name}: the mutated {LIBRARY / m.file} does not compile ({exc.msg}, line {exc.lineno})")
     return stale
 
 
