@@ -327,3 +327,31 @@ def test_every_write_that_fits_is_readable_right_after(policy):
         value = rng.choice([1, 1, 3, 10, 40, 100])
         cache[key] = value
         assert cache.peek(key) == value and cache.currsize <= 100
+
+
+def test_a_long_overdue_resident_no_longer_outranks_a_newcomer():
+    policy = WTinyLFUPolicy(10)
+    dead = Entry("old version")
+    policy.add(dead)
+    for _ in range(8):
+        policy.record_access(dead)  # popular while it was live
+    assert policy._standing(dead) == 9  # stored, then read 8 times
+    # idle for twice the interval its count implies (a sample period per 9 uses): still counts
+    policy.accesses += 2 * policy.sketch.sample_size // 9
+    assert policy._standing(dead) == 9
+    policy.accesses += 1  # any longer: overdue
+    assert policy._standing(dead) == 0
+    newcomer = Entry("new version")
+    newcomer.prior = 1
+    assert policy.admit(newcomer, [dead])
+
+
+def test_a_resident_swept_once_per_pass_is_never_overdue():
+    policy = WTinyLFUPolicy(100)
+    resident = Entry("swept")
+    policy.add(resident)
+    for _ in range(3):
+        policy.accesses += 400  # a pass over 4x the cache's entries
+        policy.record_access(resident)
+    policy.accesses += 399
+    assert policy._standing(resident) == policy.sketch.frequency(resident.slots) > 0
