@@ -117,8 +117,7 @@ class WTinyLFUPolicy:
     LRU's pure recency wins, because the window only grows on evidence the cache has to fill up
     to see; on the 5,000-key scheduler pattern at 50% libCacheSim's W-TinyLFU misses one key per
     loop fewer (10.1 against 11.1); churn without TTL at 90% is 2.1 points under LRU; at 5-10%
-    on the LIRS gli trace and
-    at 5% on the cyclic sweep it reaches 84-89% of Belady (target 90%).
+    on the LIRS gli trace and at 5% on the cyclic sweep it reaches 84-89% of Belady (target 90%).
     """
 
     name = "tinylfu"
