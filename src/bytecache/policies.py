@@ -112,17 +112,17 @@ class WTinyLFUPolicy:
       twice the interval its sketch count implies. Without a TTL a superseded version keeps the
       count it earned while alive until the sketch halves it away, and outranked the live keys
       replacing it; a key swept once per pass is never overdue. Weighted churn without TTL,
-      byte hit % at 75/90/120%: 86.0/90.5/95.5 -> 86.6/91.3/97.0 (LRU 88.3/93.4/97.7).
+      byte hit % at 75/90/120%: 86.0/90.5/95.5 -> 86.9/91.2/97.0 (LRU 88.3/93.4/97.7).
 
     Where it still loses (full matrix, 84 cells judged against LRU / libCacheSim W-TinyLFU, 77
     met): the scheduler pattern at >= 50% stays above 1.15 x the offline optimum (the window holds
     a whole batch where only the batch's misses need it) and wobbles by ~10% as far returns shrink
     the window until a loop's second lookups miss again, so it does not count as settled; when
     the budget holds about one loop's keys (sched-200 at 10%: 30.1 misses/loop against LRU's
-    28.0; the 298-lookup soak trace at 25/50/75%: 29.0/43.3/64.9 byte hit % against 35.3/51.4/69.3)
+    28.0; the 298-lookup soak trace at 25/50/75%: 29.4/44.6/65.4 byte hit % against 35.3/51.4/69.3)
     LRU's pure recency wins, because the window only grows on evidence the cache has to fill up
     to see; on the 5,000-key scheduler pattern at 50% libCacheSim's W-TinyLFU misses one key per
-    loop fewer (10.1 against 11.1); churn without TTL at 90% is 2.1 points under LRU; at 5-10%
+    loop fewer (10.1 against 11.1); churn without TTL at 90% is 2.2 points under LRU; at 5-10%
     on the LIRS gli trace and at 5% on the cyclic sweep it reaches 84-89% of Belady (target 90%).
     """
 
