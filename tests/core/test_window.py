@@ -131,3 +131,19 @@ def test_the_second_lookup_of_a_just_loaded_key_hits_at_every_budget(share):
     assert default[-1] <= 1.1 * ideal + 0.5
     # settled within two sweeps of the working set
     assert abs(default[1] - default[-1]) <= 0.05 * default[-1] + 0.5
+
+
+def test_hits_leave_the_ghosts_alone():
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"a hit used the ghost ({name})")
+
+    cache = ByteCache(50)
+    for key in range(200):  # evictions: both ghosts hold keys
+        cache[key] = key
+    policy = cache._policy
+    policy.window_ghost = policy.main_ghost = Untouchable()
+    resident = list(cache._data)
+    for _ in range(3):
+        for key in resident:
+            assert cache[key] == key
