@@ -44,7 +44,7 @@ class LoadFailedError(RuntimeError):
 
 
 class _Entry:
-    __slots__ = ("key", "value", "weight", "accessed", "segment", "slots", "prior")
+    __slots__ = ("key", "value", "weight", "accessed", "segment", "slots", "prior", "touched")
 
     def __init__(self, key: Hashable, value: Any, weight: int, accessed: float) -> None:
         self.key = key

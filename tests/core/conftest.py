@@ -1,4 +1,11 @@
 import pytest
+from hypothesis import Phase, settings
+
+# For tests/mutation_check.py: a mutant needs a verdict, not a minimal failing example; the same
+# examples for every mutant and every run (derandomized), none saved from another mutant.
+settings.register_profile(
+    "mutation-check", phases=[Phase.explicit, Phase.generate], database=None, derandomize=True
+)
 
 
 class FakeClock:

@@ -457,20 +457,7 @@ def test_popitem_on_empty_raises_key_error_without_context(policy, clock):
 
 
 # -- 6. read-your-writes -------------------------------------------------------------------------
-# The default policy's fix is on branch h-policy (issue 10 item 6 is a policy matter); once merged,
-# these xfails pass strictly -- and fail the suite until this set is emptied.
-_READ_YOUR_WRITES_PENDING = {"tinylfu", "w-tinylfu"}
-
-
-@pytest.mark.parametrize(
-    "policy",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="read-your-writes: fixed on h-policy"))
-        if name in _READ_YOUR_WRITES_PENDING
-        else name
-        for name in ALL_POLICIES
-    ],
-)
+@pytest.mark.parametrize("policy", ALL_POLICIES)
 def test_a_value_just_written_within_budget_is_readable_like_cachetools(policy):
     ours = ByteCache(3, getsizeof=lambda x: x, policy=policy)
     theirs = cachetools.LRUCache(3, getsizeof=lambda x: x)

@@ -1,0 +1,319 @@
+"""Hand-made mutations of src/bytecache: the core suite must fail on each one.
+
+Each mutation replaces one exact snippet of one file. They are applied one at a time to a
+temporary copy of the tree (never to the working tree), and ``pytest -x -q tests/core`` runs in
+the copy with PYTHONPATH pointing at the copy's src. The script exits non-zero if any mutation
+survives, if a snippet is not found exactly once (the list went stale: update it) or the mutant
+does not compile, or if the unmutated copy does not pass. ``--tests PATH`` runs less than
+tests/core, to see what one test file kills on its own.
+
+    .venv/bin/python -m tests.mutation_check            # all of them
+    .venv/bin/python -m tests.mutation_check -k ttl     # those whose name contains "ttl"
+    .venv/bin/python -m tests.mutation_check --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+print = functools.partial(print, flush=True)  # progress shows when the output is a file or pipe
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARY = Path("src/bytecache")
+COPIED = ("src", "tests/__init__.py", "tests/core", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to src/bytecache
+    original: str
+    replacement: str
+    description: str
+    # The same bug in another version of the code (one branch's rewrite before the lead merges
+    # it): used when ``original`` is not found; drop whichever stops matching after the merge.
+    alternative: tuple[str, str] | None = None
+
+    def apply(self, source: str) -> str | None:
+        """The mutated source, or None if no snippet is in ``source`` exactly once."""
+        pairs = [(self.original, self.replacement)] + ([self.alternative] if self.alternative else [])
+        for original, replacement in pairs:
+            if source.count(original) == 1:
+                return source.replace(original, replacement)
+        return None
+
+
+MUTATIONS = [
+    Mutation(
+        "over-evict-one-byte", "cache.py",
+        "self._policy.evict(self._currsize - self._maxsize)",
+        "self._policy.evict(self._currsize - self._maxsize + 1)",
+        "the cache asks the policy to free one byte more than the excess",
+    ),
+    Mutation(
+        "tinylfu-admit-always", "policies.py",
+        "return all(frequency > self._standing(rival) for rival in rivals)",
+        "return True",
+        "W-TinyLFU admits every candidate, whatever the sketch says",
+    ),
+    Mutation(
+        "rejected-load-keeps-stale", "cache.py",
+        "if self._ttl is not None:  # a stale value under this key goes even so",
+        "if False:  # a stale value under this key goes even so",
+        "an over-budget get_or_load no longer expires a stale value under its key",
+    ),
+    Mutation(
+        "tinylfu-reweigh-ignores-weight", "policies.py",
+        "delta = entry.weight - old_weight",
+        "delta = 0",
+        "W-TinyLFU's reweigh ignores the weight change of a value replaced in place",
+    ),
+    Mutation(
+        "no-expire-before-evict", "cache.py",
+        "            now = self.timer()\n            self._evict_expired(now, evicted)\n",
+        "            now = self.timer()\n",
+        "a write no longer expires idle entries before evicting live ones",
+    ),
+    Mutation(
+        "currsize-skew-on-shrink", "cache.py",
+        "self._currsize += weight - old_weight",
+        "self._currsize += max(weight - old_weight, 0)",
+        "replacing a value with a lighter one does not release the difference from currsize",
+    ),
+    Mutation(
+        "ttl-off-by-one", "cache.py",
+        "if now - entry.accessed >= ttl:",
+        "if now - entry.accessed > ttl:",
+        "a read still returns an entry idle for exactly ttl seconds",
+    ),
+    Mutation(
+        "expiry-off-by-one", "cache.py",
+        "if now - entry.accessed < ttl:  # type: ignore[operator]",
+        "if now - entry.accessed <= ttl:  # type: ignore[operator]",
+        "expiry keeps an entry idle for exactly ttl seconds",
+    ),
+    Mutation(
+        "failed-load-keeps-waiters", "cache.py",
+        "            flight.error = exc\n            flight.done.set()\n            raise",
+        "            flight.error = exc\n            raise",
+        "the single-flight leader does not release its waiters when the loader raises",
+        # the same bug where h-compat releases them in a finally clause
+        alternative=(
+            "flight.done.set()  # whatever happened above, nobody waits forever",
+            "if flight.error is None:\n                flight.done.set()",
+        ),
+    ),
+    Mutation(
+        "write-during-load-loses", "cache.py",
+        "        if flight is not None:\n            flight.stale = True\n        entry = self._data.get(key)",
+        "        entry = self._data.get(key)",
+        "a write of the key while it loads no longer wins over the loaded value",
+    ),
+    Mutation(
+        "same-value-reported-replaced", "cache.py",
+        "if entry.value is not value:",
+        "if True:",
+        "storing the same value again (a new weight) is reported as a replacement",
+    ),
+    Mutation(
+        "peek-marks-used", "cache.py",
+        "                return default\n            return entry.value\n\n    def weight_of",
+        "                return default\n            self._data.move_to_end(key)\n            return entry.value\n\n"
+        "    def weight_of",
+        "peek moves the entry to the most recently used end",
+    ),
+    Mutation(
+        "delete-returns-expired", "cache.py",
+        "            if entry is None or self._is_expired(entry, self.timer() if self._ttl else 0):\n"
+        "                raise KeyError(key)\n            self._unlink(entry)",
+        "            if entry is None:\n                raise KeyError(key)\n            self._unlink(entry)",
+        "deleting a key whose entry has expired succeeds instead of raising KeyError",
+    ),
+    Mutation(
+        "popitem-most-recent", "cache.py",
+        "entry = next(iter(self._data.values()))\n            self._unlink(entry)",
+        "entry = next(reversed(self._data.values()))\n            self._unlink(entry)",
+        "popitem removes the most recently used item instead of the least",
+    ),
+    Mutation(
+        "load-of-exactly-maxsize-rejected", "cache.py",
+        "if self._maxsize is not None and size > self._maxsize:",
+        "if self._maxsize is not None and size >= self._maxsize:",
+        "get_or_load rejects a value weighing exactly maxsize",
+    ),
+    Mutation(
+        "lru-hit-not-recorded", "policies.py",
+        "    def record_access(self, entry) -> None:\n        self._order.move_to_end(entry.key)",
+        "    def record_access(self, entry) -> None:\n        pass",
+        "the LRU policy ignores hits (evicts in insertion order)",
+    ),
+    Mutation(
+        "lru-evicts-one-short", "policies.py",
+        "        while freed < excess and self._order:",
+        "        while freed < excess - 1 and self._order:",
+        "the LRU policy stops one byte short of the excess",
+    ),
+    Mutation(
+        "tinylfu-protected-weight-kept-on-remove", "policies.py",
+        "            del self.protected[entry.key]\n            self.protected_weight -= entry.weight\n",
+        "            del self.protected[entry.key]\n",
+        "W-TinyLFU forgets to subtract a removed protected entry from the protected segment's weight",
+    ),
+    Mutation(
+        "clear-keeps-policy", "cache.py",
+        "            if self._policy is not None:\n                self._policy.clear()",
+        "            pass",
+        "clear() empties the storage but not the policy's bookkeeping",
+    ),
+    Mutation(
+        "tinylfu-evicts-own-write", "policies.py",
+        "                if entry is not self._newest:\n                    return entry",
+        "                return entry",
+        "W-TinyLFU may pick the entry a write just stored as that write's victim (read-your-writes)",
+    ),
+    Mutation(
+        "sketch-never-halves", "sketch.py",
+        "if self.additions >= self.sample_size:",
+        "if False:",
+        "the frequency sketch never ages its counts",
+    ),
+]
+
+
+def check_snippets(mutations) -> list[str]:
+    """What is wrong with each mutation whose snippet is not in the source exactly once or whose
+    mutant does not compile."""
+    stale = []
+    for m in mutations:
+        path = ROOT / LIBRARY / m.file
+        mutated = m.apply(path.read_text())
+        if mutated is None:
+            stale.append(f"{m.name}: its snippet is not in {LIBRARY / m.file} exactly once")
+            continue
+        try:  # a mutant that does not even compile would be "killed" by any suite
+            compile(mutated, str(path), "exec")
+        except SyntaxError as exc:
+            stale.append(f"{m.name}: the mutated {LIBRARY / m.file} does not compile ({exc.msg}, line {exc.lineno})")
+    return stale
+
+
+def copy_tree(destination: Path) -> None:
+    for part in COPIED:
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, destination / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (destination / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / part)
+
+
+# pytest -q's closing line, e.g. "1 failed, 128 passed in 9.12s"
+SUMMARY = re.compile(r"^\d+ \w+.* in [\d.]+s")
+
+
+def run_suite(copy: Path, tests: str, timeout: float) -> tuple[str, str, float]:
+    """Run ``tests`` in ``copy``: ("passed" | "failed" | "timed out", first failure, seconds)."""
+    env = dict(os.environ, PYTHONPATH=str(copy / "src"), PYTHONDONTWRITEBYTECODE="1")
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+               "--hypothesis-profile=mutation-check", tests]
+    started = time.monotonic()
+    # Its own session, so a run whose threads hang (a waiter never released) can be ended whole.
+    process = subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    lines: list[str] = []
+    summarized = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if SUMMARY.match(line):
+                summarized.set()
+        summarized.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    timed_out = not summarized.wait(timeout)
+    try:
+        # A failed run can leave non-daemon threads blocked forever after pytest has reported.
+        process.wait(timeout=0 if timed_out else 10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    seconds = time.monotonic() - started
+    if timed_out:
+        return "timed out", "", seconds
+    if process.returncode == 0:
+        return "passed", "", seconds
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    return "failed", (failed[0] if failed else (lines[-1] if lines else "no output")), seconds
+
+
+def imported_from(copy: Path) -> str:
+    env = dict(os.environ, PYTHONPATH=str(copy / "src"))
+    return subprocess.run([sys.executable, "-c", "import bytecache; print(bytecache.__file__)"],
+                          cwd=copy, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", dest="pattern", default="", help="only mutations whose name contains this")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--tests", default="tests/core", help="what pytest runs in the copy (default: tests/core)")
+    parser.add_argument("--timeout", type=float, default=0, help="seconds per run (default: 5 x the clean run, >= 60)")
+    args = parser.parse_args(argv)
+    mutations = [m for m in MUTATIONS if args.pattern in m.name]
+    if args.list:
+        for m in mutations:
+            print(f"{m.name:42} {m.file:12} {m.description}")
+        return 0
+    stale = check_snippets(mutations)
+    for line in stale:
+        print(f"STALE   {line}")
+    if stale:
+        return 2
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bytecache-mutants-") as tmp:
+        copy = Path(tmp)
+        copy_tree(copy)
+        where = imported_from(copy)
+        if not where.startswith(str(copy)):
+            print(f"the copy imports bytecache from {where}, not from the copy")
+            return 2
+        verdict, failure, clean_seconds = run_suite(copy, args.tests, timeout=args.timeout or 600)
+        print(f"clean copy: {verdict} in {clean_seconds:.1f}s {failure}")
+        if verdict != "passed":
+            return 2
+        timeout = args.timeout or max(60.0, 5 * clean_seconds)
+        survivors = []
+        for m in mutations:
+            path = copy / LIBRARY / m.file
+            pristine = path.read_text()
+            path.write_text(m.apply(pristine))
+            try:
+                verdict, failure, seconds = run_suite(copy, args.tests, timeout)
+            finally:
+                path.write_text(pristine)
+            status = "SURVIVED" if verdict == "passed" else "killed"
+            if verdict == "passed":
+                survivors.append(m.name)
+            print(f"{status:8} {m.name:42} {seconds:5.1f}s  {m.description}")
+            if verdict != "passed":
+                print(f"{'':8} by {failure or verdict}")
+    print(f"{len(mutations) - len(survivors)}/{len(mutations)} killed in {time.monotonic() - started:.0f}s"
+          + (f"; surviving: {', '.join(survivors)}" if survivors else ""))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
