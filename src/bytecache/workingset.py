@@ -10,13 +10,14 @@ working set is then the keys read within that window, each with the weight it ha
 
 Bookkeeping is one dict entry per remembered key (``BYTES_PER_KEY`` beside the key object itself):
 ``touch`` on a hit is a dict lookup and a float store; ``record`` on a load stores the weight;
-``estimate`` (maintenance, not the read path) prunes keys idle for longer than ``keep`` windows and,
-past ``max_keys``, the least recently read.
+``estimate`` (maintenance, not the read path) prunes keys idle for longer than ``keep`` windows
+(and at least ``min_keep`` seconds) and, past ``max_keys``, the least recently read.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from typing import Hashable, NamedTuple
 
@@ -38,6 +39,7 @@ class WorkingSet:
         samples: int = 4096,
         keep: float = 3.0,
         slack: float = 1.25,
+        min_keep: float = 3600.0,
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ValueError(f"max_keys must be a whole number >= 1, got {max_keys!r}")
@@ -47,6 +49,12 @@ class WorkingSet:
             raise ValueError(f"keep must be >= 1 (windows), got {keep!r}")
         if slack < 1:
             raise ValueError(f"slack must be >= 1, got {slack!r}")
+        if not min_keep >= 0:
+            raise ValueError(f"min_keep must be >= 0 seconds, got {min_keep!r}")
+        # Pruning by the learnt window alone would feed on itself: a key dropped before it comes
+        # back never shows the long gap, so early short gaps (a second lookup) would keep the
+        # window short. Keys are kept at least ``min_keep`` seconds (the cache's idle TTL, say).
+        self.min_keep = min_keep
         self.max_keys = max_keys
         self.quantile = quantile
         self.keep = keep
@@ -55,32 +63,41 @@ class WorkingSet:
         self.slack = slack
         self._keys: dict[Hashable, list] = {}  # key -> [last read, weight]
         self._gaps: deque[float] = deque(maxlen=samples)
+        # readers touch while a maintenance thread estimates (and prunes)
+        self._lock = threading.Lock()
+
+    def reset_locks_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def touch(self, key: Hashable, now: float) -> None:
         """A read of ``key`` (hit or miss)."""
-        seen = self._keys.get(key)
-        if seen is None:
-            self._keys[key] = [now, 0]
-            return
-        gap = now - seen[0]
-        if gap > 0:
-            self._gaps.append(gap)
-        seen[0] = now
+        with self._lock:
+            seen = self._keys.get(key)
+            if seen is None:
+                self._keys[key] = [now, 0]
+                return
+            gap = now - seen[0]
+            if gap > 0:
+                self._gaps.append(gap)
+            seen[0] = now
 
     def record(self, key: Hashable, weight: int, now: float) -> None:
         """``key`` was loaded (and weighed) at ``now``; counts as a read."""
+        with self._lock:
+            self._keys.setdefault(key, [now, 0])[1] = weight
         self.touch(key, now)
-        self._keys[key][1] = weight
 
     def forget(self, key: Hashable) -> None:
-        self._keys.pop(key, None)
+        with self._lock:
+            self._keys.pop(key, None)
 
     def clear(self) -> None:
-        self._keys.clear()
-        self._gaps.clear()
+        with self._lock:
+            self._keys.clear()
+            self._gaps.clear()
 
     def window(self) -> float | None:
         """The sweep window: the ``quantile`` of the recent gaps between reads of one key, with slack."""
@@ -91,11 +108,15 @@ class WorkingSet:
 
     def estimate(self, now: float) -> WorkingSetEstimate:
         """The keys read within the last window and their weight; prunes what is long idle."""
+        with self._lock:
+            return self._estimate(now)
+
+    def _estimate(self, now: float) -> WorkingSetEstimate:
         window = self.window()
         keys = self._keys
         if window is None:  # no key read twice yet: everything read so far
             return WorkingSetEstimate(sum(w for _, w in keys.values()), len(keys), None)
-        horizon = now - self.keep * window
+        horizon = now - max(self.keep * window, self.min_keep)
         for key in [k for k, (last, _) in keys.items() if last < horizon]:
             del keys[key]
         if len(keys) > self.max_keys:

@@ -85,7 +85,7 @@ def test_matches_a_brute_force_count_over_the_trace(clock):
 
 
 def test_long_idle_keys_are_pruned_and_max_keys_caps_memory(clock):
-    ws = WorkingSet(max_keys=30, keep=2.0, slack=1.0)
+    ws = WorkingSet(max_keys=30, keep=2.0, slack=1.0, min_keep=0)
     keys = list(range(20))
     for _ in range(3):
         sweep(ws, clock, keys, {k: 1 for k in keys}, period=2.0)
@@ -107,6 +107,7 @@ def test_long_idle_keys_are_pruned_and_max_keys_caps_memory(clock):
     ({"quantile": 1.0}, "quantile must be in [0.5, 1), got 1.0"),
     ({"keep": 0.5}, "keep must be >= 1 (windows), got 0.5"),
     ({"slack": 0.9}, "slack must be >= 1, got 0.9"),
+    ({"min_keep": -1}, "min_keep must be >= 0 seconds, got -1"),
 ])
 def test_bad_settings_are_refused_by_name(kwargs, message):
     with pytest.raises(ValueError) as err:
@@ -116,3 +117,16 @@ def test_bad_settings_are_refused_by_name(kwargs, message):
 
 def test_bytes_per_key_is_stated():
     assert 64 <= BYTES_PER_KEY <= 256
+
+
+def test_early_short_gaps_do_not_prune_keys_before_they_come_back(clock):
+    # The first sweep's only gaps are second lookups one second apart; pruning by that window
+    # alone would drop every key before its next visit and the window would never learn the sweep.
+    ws = WorkingSet(min_keep=600)
+    keys = list(range(30))
+    for _ in range(4):
+        sweep(ws, clock, keys, {k: 10 for k in keys}, period=60.0)
+        ws.estimate(clock.now)  # maintenance runs all along
+    est = ws.estimate(clock.now)
+    assert est.window == pytest.approx(60.0 * ws.slack, rel=0.02)
+    assert est.entries == 30

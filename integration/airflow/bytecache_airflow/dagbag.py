@@ -39,6 +39,7 @@ from sqlalchemy import Text, cast, func, select
 
 from bytecache import ByteCache, EvictionCause, format_size
 from bytecache.measure import Calibrator
+from bytecache.workingset import WorkingSet
 
 from bytecache_airflow.airflow_compat import deserialize_dag, stats
 from bytecache_airflow.reclaim import Reclaimer
@@ -153,6 +154,9 @@ class ByteBoundedDagBag(CachedDBDagBag):
         self._dags = self._cache  # type: ignore[assignment]
         self.calibrator = calibrator if calibrator is not None else dag_calibrator()
         self.maintenance_interval = maintenance_interval
+        # What the budget would need: every version read within the last sweep, evicted or not.
+        # Versions idle past the TTL have left the cache too; a sweep slower than that cannot be served.
+        self.working_set = WorkingSet(min_keep=self._cache.ttl or 3600.0)
         self.reclaimer = Reclaimer(
             self._reclaim_budget,
             soft_fraction=reclaim_soft_fraction,
@@ -219,6 +223,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
                 for key, e in cache._data.items()
             )
             s = cache.stats()
+        working_set = self.working_set.estimate(self._timer())
         return BagSnapshot(
             max_bytes=s.maxsize,
             cached_bytes=sum(e.weight for e in entries),
@@ -231,6 +236,9 @@ class ByteBoundedDagBag(CachedDBDagBag):
             evictions=s.evictions_size + s.evictions_expired,
             weighing=self.weighing_state(),
             reclaim=self.reclaim_state(),
+            working_set_bytes=working_set.bytes,
+            working_set_entries=working_set.entries,
+            working_set_window=working_set.window,
         )
 
     def weighing_state(self) -> dict:
@@ -332,6 +340,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
         if entry is not None and not loaded:
             if not entry.used:
                 self._first_hit(entry)
+            self.working_set.touch(version_id, now)
             if now - entry.last_validated < self._revalidation_interval:
                 self._on_cache_hit()
                 self._maybe_maintain(now)
@@ -348,6 +357,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
             entry, _ = self._lookup(version_id, session)
         if entry is None:
             return None  # not in the DB: no miss, as in Airflow's bag (nothing was cached or loaded)
+        self.working_set.record(version_id, entry.weight, now)
         self._on_cache_miss()
         self._maybe_maintain(now, loaded=True)
         return entry.dag
@@ -441,6 +451,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
         self._cache._flights = {}  # loads in flight in the parent's other threads never land here
         self.calibrator.reset_locks_after_fork()
         self.reclaimer.reset_locks_after_fork()
+        self.working_set.reset_locks_after_fork()
 
     def _reclaim_budget(self) -> int:
         maxsize = self._cache.maxsize
@@ -528,6 +539,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
 
     def gauges(self) -> dict[str, int]:
         s = self._cache.stats()
+        working_set = self.working_set.estimate(self._timer())
         return {
             "cache_size": s.entries,
             "cache_bytes": s.currsize,
@@ -536,6 +548,8 @@ class ByteBoundedDagBag(CachedDBDagBag):
             # the cache's own time (collections, trims, calibration, maintenance) so far, in ms:
             # its rate over the scheduler's wall time is the cache's overhead share
             "cache_overhead_ms": round(self.overhead_seconds() * 1000.0),
+            "cache_working_set_bytes": working_set.bytes,
+            "cache_working_set_entries": working_set.entries,
             **self.reclaimer.pause_gauges(),
         }
 

@@ -34,6 +34,10 @@ class BagSnapshot:
     # collections, collection_seconds, pauses_ms, trims, trim_seconds, calibration_seconds,
     # maintenance_seconds (and derived figures), JSON-able
     reclaim: dict = field(default_factory=dict)
+    # the DAG versions read within the scheduler's last sweep, cached or not (bytecache.workingset)
+    working_set_bytes: int = 0
+    working_set_entries: int = 0
+    working_set_window: float | None = None  # seconds; None until a version was read twice
 
     def to_dict(self) -> dict:
         return asdict(self)
