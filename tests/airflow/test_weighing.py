@@ -47,7 +47,8 @@ def test_the_dag_model_weighs_every_class_within_ten_percent(class_samples):
 
 def test_the_model_form_not_its_priors_fits_the_mix(class_samples):
     # from priors off by 2x (12 kB fixed, 3 per JSON byte, 1.2 kB per task), samples get there
-    far_off = LinearFit({"fixed": 12_000.0, "bytes": 3.0}, prior_for=lambda name: 1_200.0 if name.startswith("tasks:") else 0.0)
+    far_off = LinearFit({"fixed": 12_000.0, "bytes": 3.0}, prior_for=lambda name: 1_200.0 if name.startswith("tasks:") else 0.0,
+                        prior_weight=1e-3)
     calibrator = Calibrator(model=far_off)
     before = {name: far_off.predict(features) / size - 1 for name, features, size in class_samples}
     assert max(abs(e) for e in before.values()) > 0.3, before
