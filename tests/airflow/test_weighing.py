@@ -11,7 +11,7 @@ import pytest
 from airflow.models.serialized_dag import SerializedDagModel
 from airflow.utils.session import create_session
 
-from bytecache.measure import Calibrator, walk_sizeof
+from bytecache.measure import Calibrator, LinearFit, walk_sizeof
 from bytecache_airflow.weighing import coverage_keys, dag_calibrator, dag_features
 from profiling.workload import WEIGHING_CLASSES, write_class_dags
 
@@ -42,6 +42,18 @@ def per_class_errors(calibrator: Calibrator, samples) -> dict[str, float]:
 
 def test_the_dag_model_weighs_every_class_within_ten_percent(class_samples):
     errors = per_class_errors(dag_calibrator(), class_samples)
+    assert all(abs(e) <= 0.10 for e in errors.values()), errors
+
+
+def test_the_model_form_not_its_priors_fits_the_mix(class_samples):
+    # from priors off by 2x (12 kB fixed, 3 per JSON byte, 1.2 kB per task), samples get there
+    far_off = LinearFit({"fixed": 12_000.0, "bytes": 3.0}, prior_for=lambda name: 1_200.0 if name.startswith("tasks:") else 0.0,
+                        prior_weight=1e-3)
+    calibrator = Calibrator(model=far_off)
+    before = {name: far_off.predict(features) / size - 1 for name, features, size in class_samples}
+    assert max(abs(e) for e in before.values()) > 0.3, before
+    for _ in range(10):
+        errors = per_class_errors(calibrator, class_samples)
     assert all(abs(e) <= 0.10 for e in errors.values()), errors
 
 

@@ -174,6 +174,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
         self._queued_samples: list[tuple[Any, int]] = []
         self._last_maintenance = self._created = timer()
         self.maintenance_seconds = 0.0  # in maintain(), besides collections, trims and calibration
+        self._overhead_sent_ms = 0
         self._sent_gauges: dict[str, int] = {}
         # Every gauge is re-sent this often even if unchanged: a backend configured after the
         # bag was built (the scheduler initializes its stats client later) still gets them all.
@@ -505,6 +506,7 @@ class ByteBoundedDagBag(CachedDBDagBag):
                 if force:
                     self._last_full_send = now
                 self.flush_gauges(force=force)
+                self._send_overhead()
         finally:
             self.maintenance_seconds += max(0.0, time.perf_counter() - started - counted_apart)
             self._maintaining.release()
@@ -545,13 +547,18 @@ class ByteBoundedDagBag(CachedDBDagBag):
             "cache_bytes": s.currsize,
             "cache_max_bytes": s.maxsize or 0,
             "cache_uncollected_bytes": self.reclaimer.refresh(),
-            # the cache's own time (collections, trims, calibration, maintenance) so far, in ms:
-            # its rate over the scheduler's wall time is the cache's overhead share
-            "cache_overhead_ms": round(self.overhead_seconds() * 1000.0),
             "cache_working_set_bytes": working_set.bytes,
             "cache_working_set_entries": working_set.entries,
             **self.reclaimer.pause_gauges(),
         }
+
+    def _send_overhead(self) -> None:
+        # A counter of the cache's own time (collections, trims, calibration, maintenance) in ms:
+        # its rate over wall time is the cache's overhead share.
+        total_ms = int(self.overhead_seconds() * 1000.0)
+        if total_ms > self._overhead_sent_ms:
+            stats.incr(f"{self._stats_prefix}.cache_overhead_ms", total_ms - self._overhead_sent_ms)
+            self._overhead_sent_ms = total_ms
 
     def flush_gauges(self, *, force: bool = False) -> dict[str, int]:
         """Send the gauges whose values changed since they were last sent (all if ``force``)."""
