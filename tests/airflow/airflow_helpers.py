@@ -49,17 +49,11 @@ def sync_bundles() -> None:
 
 def parse_and_sync(path: Path) -> list[str]:
     """Parse a DAG file (or folder) and write the serialized DAGs as the dag processor would."""
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
-    from airflow.utils.session import create_session
-
     from airflow.configuration import conf
 
-    dags_folder = Path(conf.get("core", "dags_folder"))
-    bag = BundleDagBag(str(path), bundle_path=dags_folder, bundle_name=BUNDLE)
-    assert not bag.import_errors, bag.import_errors
-    with create_session() as session:
-        sync_bag_to_db(bag, BUNDLE, None, session=session)
-    return list(bag.dags)
+    from profiling.workload import parse_into_db
+
+    return parse_into_db(path, Path(conf.get("core", "dags_folder")), BUNDLE)
 
 
 def latest_version_id(dag_id: str):

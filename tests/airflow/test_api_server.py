@@ -5,7 +5,7 @@ from __future__ import annotations
 import airflow_helpers as helpers
 import pytest
 
-from airflow.models.dagbag import CachedDBDagBag
+from airflow.models.dagbag import DBDagBag
 from airflow.utils.session import create_session
 
 from bytecache_airflow.dagbag import ByteBoundedDagBag
@@ -44,7 +44,7 @@ def test_api_bag_not_opted_in_keeps_airflows(airflow_db, monkeypatch):
 
     monkeypatch.delenv("AIRFLOW__API__DAG_CACHE_MAX_BYTES", raising=False)
     assert build_api_dag_bag() is None
-    stock = CachedDBDagBag(cache_size=64, cache_ttl=3600, stats_prefix="api_server.dag_bag")
+    stock = DBDagBag()
     app = SimpleNamespace(state=SimpleNamespace(dag_bag=stock), routes=[])
     assert swap_app_dag_bag(app) is stock and app.state.dag_bag is stock
 

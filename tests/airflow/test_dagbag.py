@@ -10,10 +10,10 @@ import pytest
 
 from bytecache.measure import Calibrator, walk_sizeof
 
-from airflow.models.dagbag import CachedDBDagBag
 from airflow.utils.session import create_session
 
 from bytecache_airflow.dagbag import ByteBoundedDagBag, serialized_size
+from bytecache_airflow.versions import current
 
 
 def make_bag(clock=None, **kwargs) -> ByteBoundedDagBag:
@@ -29,9 +29,9 @@ def counters(bag):
     return s.loads, s.hits
 
 
-def test_is_a_cached_db_dag_bag_with_byte_budget(airflow_db):
+def test_is_the_schedulers_bag_class_with_byte_budget(airflow_db):
     bag = make_bag(max_bytes="32MiB", ttl=600, policy="lru")
-    assert isinstance(bag, CachedDBDagBag)
+    assert isinstance(bag, current().airflow_bag_class())  # CachedDBDagBag on 3.3, DBDagBag before
     assert bag.max_bytes == 32 * 1024**2 and bag.ttl == 600 and bag.policy == "lru"
     # calibrated by the stdlib walker: pympler's numpy import and scratch memory would land in
     # the scheduler RSS the budget bounds
@@ -39,7 +39,13 @@ def test_is_a_cached_db_dag_bag_with_byte_budget(airflow_db):
 
 
 def test_hits_misses_and_weights(airflow_db):
-    calibrator = Calibrator(warmup=3, every=1_000_000)
+    measured = []
+
+    def measure(dag):
+        measured.append(walk_sizeof(dag))
+        return measured[-1]
+
+    calibrator = Calibrator(warmup=3, every=1_000_000, measure=measure)
     bag = make_bag(calibrator=calibrator)
     with create_session() as session:
         runs = [helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100, 1000)]
@@ -55,18 +61,18 @@ def test_hits_misses_and_weights(airflow_db):
             ).dag
         assert bag.cache.stats().loads == 3
 
-    # weights = serialized size (the stored JSON) x the calibrated ratio
-    total = 0
-    for n in (10, 100, 1000):
+    # weights = serialized size (the stored JSON) x the calibrated ratio; the three loads were
+    # the calibrator's warm-up samples, each weighed with the ratio known after its own sample
+    total = cum_deep = cum_json = 0
+    for n, deep in zip((10, 100, 1000), measured, strict=True):
         version_id = helpers.latest_version_id(airflow_db["dags_by_size"][n])
         dag_hash, json_length, compressed = helpers.serialized_row(version_id)
         assert compressed is None
         assert bag.cache.get(version_id).serialized_bytes == json_length
-        # the first three were the calibrator's warm-up samples; each was weighed with the ratio
-        # known after its own sample, so re-weigh with the final ratio for the closing check
-        assert abs(bag.cache.weight_of(version_id) - json_length * ratio) <= json_length * ratio * 0.5
+        cum_deep, cum_json = cum_deep + deep, cum_json + json_length
+        assert bag.cache.weight_of(version_id) == round(json_length * cum_deep / cum_json)
         total += bag.cache.weight_of(version_id)
-    assert bag.currsize == total
+    assert bag.currsize == total and ratio == cum_deep / cum_json
 
     # once calibrated (no more samples), each new weight is exactly JSON length x ratio
     bag2 = make_bag(calibrator=calibrator)

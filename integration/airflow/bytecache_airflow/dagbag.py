@@ -1,6 +1,7 @@
-"""A byte-bounded drop-in for Airflow's ``CachedDBDagBag``.
+"""A byte-bounded drop-in for the scheduler's DAG bag (Airflow 3.3's ``CachedDBDagBag``, 3.1/3.2's ``DBDagBag``).
 
-Behaviour kept from Airflow's bag (``airflow/models/dagbag.py``):
+The base class and the stats client come from :mod:`bytecache_airflow.versions`; the behaviour
+below is the same on every supported release. Kept from Airflow 3.3's bag (``airflow/models/dagbag.py``):
 
 * entries are keyed by ``dag_version_id`` and hold the deserialized DAG with its ``dag_hash``;
 * an entry validated within ``[core] min_serialized_dag_update_interval`` is served without a
@@ -31,8 +32,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from airflow._shared.observability.metrics import stats
-from airflow.models.dagbag import CachedDBDagBag
 from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import object_session
 
@@ -41,6 +40,10 @@ from bytecache.measure import Calibrator, walk_sizeof
 
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
+from bytecache_airflow.versions import current as _release_line
+
+_RELEASE = _release_line()  # UnsupportedAirflow on a release line we do not attach to
+stats = _RELEASE.stats()
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -101,7 +104,7 @@ def serialized_size(serdag: SerializedDagModel, session: Session | None = None) 
     return len(json.dumps(serdag.data))
 
 
-class ByteBoundedDagBag(CachedDBDagBag):
+class ByteBoundedDagBag(_RELEASE.bag_base()):
     """Airflow's DB-backed DAG bag with a byte-bounded, TTL-expiring, scan-resistant cache."""
 
     def __init__(
