@@ -11,6 +11,10 @@ AIRFLOW      := 3.3.2
 AIRFLOW_3.1  := 3.1.8
 AIRFLOW_3.2  := 3.2.2
 MATRIX       := 3.1 3.2
+# Airflow 3.2.2 does not bound cadwyn, and the newest (9.0, with fastapi 0.165) breaks its
+# execution API at import (PydanticUserError: 'TITerminalStatePayload' needs a discriminator
+# field), so no dag-processor starts; these are the versions the 3.3.2 install resolves.
+PINS_3.2     := 'cadwyn==7.0.0' 'fastapi==0.136.3'
 MATRIX_TESTS := tests/airflow tests/profiling/test_soak_smoke.py
 
 .PHONY: soak test test-matrix bench install clean $(MATRIX:%=venv-%)
@@ -28,7 +32,7 @@ install: $(STAMP)
 # .venv-3.1, .venv-3.2: the project with the extras the matrix tests need, on that Airflow
 .venv-%/.installed: pyproject.toml
 	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
-	.venv-$*/bin/python -m pip install --quiet -e '.[airflow,profiling,dev]' 'apache-airflow==$(AIRFLOW_$*)' 'apache-airflow-core==$(AIRFLOW_$*)'
+	.venv-$*/bin/python -m pip install --quiet -e '.[airflow,profiling,dev]' 'apache-airflow==$(AIRFLOW_$*)' 'apache-airflow-core==$(AIRFLOW_$*)' $(PINS_$*)
 	rm -rf bytecache.egg-info
 	touch $@
 

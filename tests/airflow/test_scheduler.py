@@ -33,7 +33,11 @@ def build_runner() -> SchedulerJobRunner:
 def test_plugin_is_registered_through_the_entry_point(airflow_db):
     from airflow import plugins_manager
 
-    plugins, errors = plugins_manager._get_plugins()
+    if hasattr(plugins_manager, "_get_plugins"):
+        plugins, errors = plugins_manager._get_plugins()
+    else:  # 3.1 loads into module globals
+        plugins_manager.ensure_plugins_loaded()
+        plugins, errors = plugins_manager.plugins, plugins_manager.import_errors
     assert "bytecache" in {p.name for p in plugins}
     assert not [e for name, e in errors.items() if "bytecache" in name and "already registered" not in e]
 
