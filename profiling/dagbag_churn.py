@@ -54,7 +54,7 @@ from profiling.workload import WorkloadSpec, airflow_env, parse_size_mix, write_
 
 MB = 1024 * 1024
 VARIANTS = ("dbdagbag", "lru512", "bytecache")
-LOAD_PATH_FUNCS = ("_get_dag", "_read_dag")
+LOAD_PATH_FUNCS = ("_get_dag", "_read_dag", "get_latest_version_of_dag")
 #: Sizes that deserialize fast enough for thousands of versions a minute on a 2-core box.
 CHURN_SIZE_MIX = {10: 40, 50: 30, 200: 20, 500: 10}
 

@@ -347,7 +347,7 @@ class StatsdListener:
 
 
 # -- memray -------------------------------------------------------------------------------------
-LOAD_PATH_FUNCS = ("_get_dag", "_read_dag")
+LOAD_PATH_FUNCS = ("_get_dag", "_read_dag", "get_latest_version_of_dag")
 
 
 def memray_cache_bytes(bin_path: Path) -> dict:
@@ -503,7 +503,7 @@ def run_config(name: str, args, spec: WorkloadSpec, template_db: Path, work: Pat
     else:
         sched_extra.update(
             {
-                "AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": str(budget),
+                "AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{budget}B",
                 "AIRFLOW__SCHEDULER__DAG_CACHE_TTL": str(args.ttl),
             }
         )

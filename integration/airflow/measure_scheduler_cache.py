@@ -197,9 +197,9 @@ def main() -> None:
         loops = per_sweep * args.sweeps
         configs = [
             ("airflow", {"AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "airflow"}),  # the stock cache
-            ("bytecache-tinylfu", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": str(budget), "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "tinylfu"}),
-            ("bytecache-lru", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": str(budget), "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "lru"}),
-            ("bytecache-tinylfu-fits", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": str(int(working_set * 1.5)), "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "tinylfu"}),
+            ("bytecache-tinylfu", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{budget}B", "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "tinylfu"}),
+            ("bytecache-lru", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{budget}B", "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "lru"}),
+            ("bytecache-tinylfu-fits", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{int(working_set * 1.5)}B", "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "tinylfu"}),
         ]
         if args.only:
             configs = [c for c in configs if c[0] in args.only]

@@ -163,3 +163,10 @@ class StatsdListener:
         self._stop = True
         self._thread.join(1)
         self.sock.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server the test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

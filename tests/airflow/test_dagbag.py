@@ -285,7 +285,7 @@ def test_compressed_serialized_dags_weigh_uncompressed_length(airflow_db, monkey
         assert bag.cache.get(version_id).serialized_bytes == uncompressed
         assert bag.cache.weight_of(version_id) == round(uncompressed * 4.0)
         model = bag.get_serialized_dag_model(version_id, session=session)
-        assert serialized_size(model, session) == uncompressed
+        assert serialized_size(model) == uncompressed
 
 
 def test_live_plus_uncollected_stays_within_budget_plus_margin(airflow_db):
@@ -344,3 +344,142 @@ def test_calibrates_on_evicted_dags_which_replace_the_fresh_warmup_samples(airfl
         bag.clear_cache()  # explicit removals are no samples: maybe never used
         assert len(measured) == 3
 
+
+
+def _two_versions(dags_dir, dag_id: str):
+    """``dag_id`` with a pinned first version (a running run) and a second, unpinned one
+    (doc ``b``) that the next parse rewrites in place. Returns the second version's id."""
+    path = helpers.write_dag_file(dags_dir, dag_id, 15, doc="a")
+    helpers.parse_and_sync(path)
+    helpers.create_running_run(dag_id)
+    helpers.write_dag_file(dags_dir, dag_id, 15, doc="b")
+    helpers.parse_and_sync(path)
+    return path, helpers.latest_version_id(dag_id)
+
+
+def test_load_after_in_place_rewrite_while_the_row_sits_in_the_session(airflow_db):
+    from airflow.models.serialized_dag import SerializedDagModel
+    from sqlalchemy import select
+
+    path, version = _two_versions(airflow_db["dags"], "rewritten_in_session")
+    bag = make_bag()
+    # not the scoped session: parse_and_sync's own session closes that one (emptying its identity map)
+    with create_session(scoped=False) as session:
+        # the row is in this session's identity map with its data decoded (as after any ORM read)
+        model = session.scalar(select(SerializedDagModel).where(SerializedDagModel.dag_version_id == version))
+        assert model.dag.doc_md == "b"
+        helpers.write_dag_file(airflow_db["dags"], "rewritten_in_session", 15, doc="c")
+        helpers.parse_and_sync(path)  # same version id, new data and hash (another session)
+        assert helpers.latest_version_id("rewritten_in_session") == version
+        dag = bag.get_dag(version, session=session)
+        current_hash = helpers.serialized_row(version)[0]
+        # not the old DAG under the new hash, which revalidation would then never catch
+        assert (dag.doc_md, bag.cache.get(version).dag_hash) == ("c", current_hash)
+
+
+def test_last_validated_is_stamped_before_the_read(airflow_db):
+    from airflow.settings import engine
+    from sqlalchemy import event
+
+    clock = helpers.FakeClock()
+    bag = make_bag(clock)
+    version = helpers.latest_version_id(airflow_db["dags_by_size"][10])
+
+    def reading_takes_a_while(conn, cursor, statement, parameters, context, executemany):
+        if "FROM serialized_dag" in statement:
+            clock.advance(100)  # a rewrite could land while the row is read
+
+    event.listen(engine, "before_cursor_execute", reading_takes_a_while)
+    try:
+        with create_session() as session:
+            started = clock()
+            bag.get_dag(version, session=session)
+    finally:
+        event.remove(engine, "before_cursor_execute", reading_takes_a_while)
+    assert clock() == started + 100
+    assert bag.cache.get(version).last_validated == started
+
+
+def _statements(run):
+    """The SQL statements ``run()`` sends (a listener on the real engine)."""
+    from airflow.settings import engine
+    from sqlalchemy import event
+
+    seen = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        result = run()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return result, seen
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_load_is_one_round_trip_and_one_decompression(airflow_db, monkeypatch, compressed):
+    import zlib
+
+    from airflow.models import serialized_dag
+
+    monkeypatch.setattr(serialized_dag, "_COMPRESS_SERIALIZED_DAGS", compressed)
+    dag_id = f"one_trip_{compressed}"
+    helpers.parse_and_sync(helpers.write_dag_file(airflow_db["dags"], dag_id, 40))
+    version = helpers.latest_version_id(dag_id)
+    _, json_length, blob = helpers.serialized_row(version)
+    assert bool(blob) is compressed
+    expected_size = len(zlib.decompress(blob)) if compressed else json_length
+    decompressions = []
+    real_decompress = zlib.decompress
+    monkeypatch.setattr(zlib, "decompress", lambda data, *a: decompressions.append(1) or real_decompress(data, *a))
+
+    for read in ("get_dag", "get_latest_version_of_dag"):
+        bag = make_bag()
+        decompressions.clear()
+        with create_session() as session:
+            if read == "get_dag":
+                dag, statements = _statements(lambda: bag.get_dag(version, session=session))
+            else:
+                dag, statements = _statements(lambda: bag.get_latest_version_of_dag(dag_id, session=session))
+        assert dag.dag_id == dag_id
+        reads = [s for s in statements if "serialized_dag" in s]
+        assert len(reads) == 1, (read, statements)
+        assert len(decompressions) == (1 if compressed else 0), read
+        assert bag.cache.get(version).serialized_bytes == expected_size, read
+
+
+def test_a_version_missing_from_the_db_is_not_a_miss(airflow_db, monkeypatch):
+    bag = make_bag()
+    counted = []
+    monkeypatch.setattr(bag, "_on_cache_miss", lambda: counted.append("miss"))
+    monkeypatch.setattr(bag, "_on_cache_hit", lambda: counted.append("hit"))
+    with create_session() as session:
+        assert bag.get_dag("00000000-0000-7000-8000-000000000000", session=session) is None
+        assert counted == [] and len(bag.cache) == 0
+        version = helpers.latest_version_id(airflow_db["dags_by_size"][10])
+        bag.get_dag(version, session=session)
+        bag.get_dag(version, session=session)
+    assert counted == ["miss", "hit"]
+
+
+def test_a_moved_stats_module_is_a_warning_not_an_import_error(airflow_db):
+    import subprocess
+    import sys
+
+    from bytecache_airflow.versions import current
+
+    module, attribute = current().stats_client
+    code = (
+        "import sys\n"
+        "import airflow.models.dagbag  # Airflow's own modules load first, as in a scheduler\n"
+        f"sys.modules[{module!r}] = None  # as if a patch release moved it\n"
+        "from bytecache_airflow import dagbag\n"
+        "print(type(dagbag.stats).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [l for l in (proc.stdout + proc.stderr).splitlines() if "bytecache: Airflow's stats client" in l]
+    assert len(warnings) == 1 and module in warnings[0] and "metrics are off" in warnings[0], proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "NoStats"

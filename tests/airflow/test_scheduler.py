@@ -16,7 +16,6 @@ from airflow.utils.session import create_session
 
 from bytecache_airflow import hooks, versions
 from bytecache_airflow.dagbag import ByteBoundedDagBag
-from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_TTL
 
 RELEASE = versions.current()
 AIRFLOWS_BAG = RELEASE.airflow_bag_class()  # what this Airflow's runner builds its bag from
@@ -60,10 +59,19 @@ def test_scheduler_runner_builds_our_bag_with_the_configured_budget(airflow_db, 
         assert bag.get_dag_for_run(run, session=session).dag_id == run.dag_id
 
 
-def test_without_settings_the_default_budget_applies(airflow_db):
-    bag = build_runner().scheduler_dag_bag
-    assert isinstance(bag, ByteBoundedDagBag)
-    assert (bag.max_bytes, bag.ttl, bag.policy) == (DEFAULT_MAX_BYTES, DEFAULT_TTL, "tinylfu")
+def test_installed_but_not_configured_keeps_airflows_cache_and_says_how_to_enable(airflow_db, monkeypatch, caplog):
+    # Installing the package must not change a scheduler by itself: dag_cache_max_bytes opts in.
+    monkeypatch.delenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", raising=False)
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_TTL", "900")  # set, but not the opt-in
+    with caplog.at_level(logging.INFO, logger="bytecache_airflow"):
+        bag = build_runner().scheduler_dag_bag
+    assert type(bag) is AIRFLOWS_BAG
+    assert getattr(bag._dags, "maxsize", None) == STOCK_CAPACITY
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bytecache:")]
+    assert lines == [
+        "bytecache: installed but not enabled for the scheduler; using Airflow's own DAG cache. To enable it set "
+        f"[scheduler] dag_cache_max_bytes (e.g. 512MiB, or 0 for no byte cap) ({STOCK_CACHE})"
+    ]
 
 
 def test_policy_airflow_keeps_airflows_own_cache(airflow_db, monkeypatch):
@@ -72,6 +80,28 @@ def test_policy_airflow_keeps_airflows_own_cache(airflow_db, monkeypatch):
     assert type(bag) is AIRFLOWS_BAG
     assert getattr(bag._dags, "maxsize", None) == STOCK_CAPACITY
     assert STOCK_CAPACITY is None or STOCK_CAPACITY == scheduler_job_runner.SCHEDULER_DAG_CACHE_SIZE
+
+
+@pytest.mark.parametrize(("value", "expected"), [("512B", 512), ("1MiB", 1024**2), ("16777216", 16 * 1024**2)])
+def test_small_budget_accepted_with_an_explicit_unit(airflow_db, monkeypatch, value, expected):
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", value)
+    assert build_runner().scheduler_dag_bag.max_bytes == expected
+
+
+def test_ttl_below_the_revalidation_window_warns_once(airflow_db, monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", "64MiB")
+    monkeypatch.setenv("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "30")
+    warnings = {}
+    for ttl in ("10", "30", "0"):  # 0 = no idle expiry: nothing to warn about
+        monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_TTL", ttl)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bytecache_airflow"):
+            build_runner()
+        warnings[ttl] = [r.getMessage() for r in caplog.records if r.name == "bytecache_airflow"]
+    assert len(warnings["10"]) == 1 and warnings["10"][0].startswith(
+        "bytecache: [scheduler] dag_cache_ttl = 10s is shorter than [core] min_serialized_dag_update_interval = 30s"
+    ), warnings
+    assert warnings["30"] == [] and warnings["0"] == []
 
 
 def test_zero_budget_means_no_byte_cap(airflow_db, monkeypatch):
@@ -83,15 +113,27 @@ def test_zero_budget_means_no_byte_cap(airflow_db, monkeypatch):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("DAG_CACHE_MAX_BYTES", "-5"), ("DAG_CACHE_MAX_BYTES", "lots"), ("DAG_CACHE_TTL", "soon"), ("DAG_CACHE_TTL", "-1"),
-     ("DAG_CACHE_POLICY", "fifo")],
+    [("DAG_CACHE_MAX_BYTES", "-5"), ("DAG_CACHE_MAX_BYTES", "lots"), ("DAG_CACHE_MAX_BYTES", "512"),
+     ("DAG_CACHE_TTL", "soon"), ("DAG_CACHE_TTL", "-1"), ("DAG_CACHE_POLICY", "fifo")],
 )
 def test_bad_value_stops_runner_construction(airflow_db, monkeypatch, key, value):
+    # validated also when the budget (the opt-in) is not set: a typo is reported, not ignored
     monkeypatch.setenv(f"AIRFLOW__SCHEDULER__{key}", value)
     with pytest.raises(SystemExit) as info:
         build_runner()
     message = str(info.value.code)
     assert f"[scheduler] {key.lower()} = {value!r}" in message and "\n" not in message
+
+
+def test_bare_budget_below_the_floor_says_why(airflow_db, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", "512")
+    with pytest.raises(SystemExit) as info:
+        build_runner()
+    assert str(info.value.code) == (
+        "bytecache: [scheduler] dag_cache_max_bytes = '512' is below 16.0 MiB: it is a budget in bytes, not a "
+        "number of DAGs like Airflow's 512-entry cache, and 512 bytes cannot hold a typical DAG; give a unit "
+        "such as 512MiB (or 512B if you mean bytes)"
+    )
 
 
 def test_missing_hook_point_warns_and_leaves_airflow_alone(airflow_db, monkeypatch, caplog):
@@ -142,6 +184,7 @@ def test_a_wrapped_runner_constructor_still_gets_our_bag(airflow_db, monkeypatch
     def profiled_init(self, *args, **kwargs):  # what a profiler or a test patch looks like
         return original(self, *args, **kwargs)
 
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", "64MiB")
     monkeypatch.setattr(scheduler_job_runner.SchedulerJobRunner, "__init__", profiled_init)
     monkeypatch.setattr(scheduler_job_runner, RELEASE.builder, AIRFLOWS_BAG)
     assert hooks.install_scheduler_hook() is True
@@ -182,16 +225,41 @@ def _tiny_run_state(db_path) -> str:
         return conn.execute("SELECT state FROM dag_run WHERE dag_id = 'tiny' ORDER BY id DESC LIMIT 1").fetchone()[0]
 
 
+def _counter_total(lines: list[str], name: str) -> int:
+    return sum(int(line.split(":", 1)[1].split("|", 1)[0]) for line in lines if line.startswith(f"{name}:"))
+
+
 def test_airflow_scheduler_subprocess_logs_startup_line_and_completes_a_run(db_copy):
+    """Real scheduler loops through our bag: the run completes and the cache is hit, as a real
+    statsd endpoint sees it."""
+    listener = helpers.StatsdListener()
     env = db_copy["env"]
-    env["AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES"] = "96MiB"
+    env.update({
+        "AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": "96MiB",
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(listener.port),
+    })
     assert _tiny_run_state(db_copy["db"]) == "running"
-    proc = helpers.run_airflow(["scheduler", "--num-runs", "10", "--skip-serve-logs"], env=env, timeout=240,
-                               cwd=db_copy["dir"])
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-5000:]
+    try:
+        proc = helpers.run_airflow(["scheduler", "--num-runs", "10", "--skip-serve-logs"], env=env, timeout=240,
+                                   cwd=db_copy["dir"])
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, output[-5000:]
+        # the last gauges are sent when the scheduler exits; wait for the loop counter first
+        assert listener.wait_for(lambda l: l.startswith("airflow.scheduler.dag_bag.cache_hit:")), listener.lines[-50:]
+        lines = list(listener.lines)
+    finally:
+        listener.close()
     assert output.count("bytecache: scheduler DAG cache budget=96.0 MiB (100663296 bytes), ttl=3600s, policy=tinylfu") == 1, output[-5000:]
     assert _tiny_run_state(db_copy["db"]) == "success", output[-5000:]
+    hits = _counter_total(lines, "airflow.scheduler.dag_bag.cache_hit")
+    misses = _counter_total(lines, "airflow.scheduler.dag_bag.cache_miss")
+    # four DAGs with running runs: each loaded once, then served from the cache on later loops
+    assert 1 <= misses <= 8 and hits > misses, (hits, misses)
+    assert any(l.startswith("airflow.scheduler.dag_bag.cache_max_bytes:100663296|g") for l in lines)
+    cache_bytes = [int(l.split(":")[1].split("|")[0]) for l in lines if l.startswith("airflow.scheduler.dag_bag.cache_bytes:")]
+    assert cache_bytes and max(cache_bytes) > 0
 
 
 def test_bad_values_make_airflow_scheduler_exit_with_the_message(db_copy):

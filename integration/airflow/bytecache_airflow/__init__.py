@@ -1,7 +1,8 @@
 """bytecache for Airflow 3.1-3.3: a byte-bounded DAG cache for the scheduler (and, opt-in, the API server).
 
 Installed with ``pip install 'bytecache[airflow]'``; the ``airflow.plugins`` entry point
-``bytecache = bytecache_airflow.plugin:BytecachePlugin`` activates it in a stock ``airflow scheduler``.
+``bytecache = bytecache_airflow.plugin:BytecachePlugin`` loads it into a stock ``airflow scheduler``,
+which uses it once ``[scheduler] dag_cache_max_bytes`` is set (installing alone changes nothing).
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy import Text, cast, func, select
-from sqlalchemy.orm import object_session
 
 from bytecache import ByteCache, EvictionCause, format_size
 from bytecache.measure import Calibrator, walk_sizeof
@@ -44,6 +43,7 @@ from bytecache_airflow.versions import current as _release_line
 
 _RELEASE = _release_line()  # UnsupportedAirflow on a release line we do not attach to
 stats = _RELEASE.stats()
+deserialize_dag = _RELEASE.deserialize_dag
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -88,20 +88,31 @@ def _entry_weight(entry: _Entry) -> int:
     return entry.weight
 
 
-def serialized_size(serdag: SerializedDagModel, session: Session | None = None) -> int:
+def serialized_size(serdag: SerializedDagModel) -> int:
     """Length of the stored JSON of ``serdag``; uncompressed length when it is stored compressed."""
     if serdag._data_compressed:
         return len(zlib.decompress(serdag._data_compressed))
-    session = session if session is not None else object_session(serdag)
-    if session is not None and serdag.id is not None:
-        from airflow.models.serialized_dag import SerializedDagModel
+    return _json_length(serdag._data)
 
-        length = session.scalar(
-            select(func.length(cast(SerializedDagModel._data, Text))).where(SerializedDagModel.id == serdag.id)
-        )
-        if length:
-            return int(length)
-    return len(json.dumps(serdag.data))
+
+def _json_length(data: object) -> int:
+    # The length the DB reports for the JSON column (SQLAlchemy's JSON type writes json.dumps'
+    # default form). Only for a row read without that length; it costs a dump of the document.
+    if isinstance(data, str):
+        return len(data)
+    return len(json.dumps(data)) if data else 0
+
+
+def _stored_dag_columns():
+    """What a load reads: data, compressed data, hash and the JSON length, in one round trip."""
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    return (
+        SerializedDagModel._data,
+        SerializedDagModel._data_compressed,
+        SerializedDagModel.dag_hash,
+        func.length(cast(SerializedDagModel._data, Text)),
+    )
 
 
 class ByteBoundedDagBag(_RELEASE.bag_base()):
@@ -200,26 +211,40 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
     def _load(self, version_id: UUID | str, session: Session) -> _Entry:
         from airflow.models.serialized_dag import SerializedDagModel
 
+        # Stamped before the read: a rewrite that lands after the SELECT is caught by the first
+        # revalidation, never covered by a window that started after it.
+        validated = self._timer()
         start = time.perf_counter()
+        # Columns, not the ORM entity: an instance already in the session keeps its decoded data
+        # cache (``SerializedDagModel.data``) even under ``populate_existing``, which refreshes only
+        # the columns -- a row rewritten in place would be cached as the old DAG with the new hash.
         row = session.execute(
-            select(SerializedDagModel, func.length(cast(SerializedDagModel._data, Text)))
-            .where(SerializedDagModel.dag_version_id == version_id)
-            .execution_options(populate_existing=True)
+            select(*_stored_dag_columns()).where(SerializedDagModel.dag_version_id == version_id)
         ).first()
         if row is None:
             raise _NotFound
-        serdag, json_length = row
-        serdag.load_op_links = self.load_op_links
-        dag = serdag.dag
+        entry = self._entry_from_row(*row, validated=validated)
+        stats.timing(f"{self._stats_prefix}.cache_load", (time.perf_counter() - start) * 1000.0)
+        entry.weight = self._weigh(entry.dag, entry.serialized_bytes)  # deep sampling is not load time
+        return entry
+
+    def _entry_from_row(
+        self, data: object, compressed: bytes | None, dag_hash: str, json_length: int | None, *, validated: float
+    ) -> _Entry:
+        """Decode and deserialize a stored DAG, decompressing it once; weigh it from its JSON length."""
+        if compressed:
+            raw = zlib.decompress(compressed)
+            size, data = len(raw), json.loads(raw)
+        else:
+            if isinstance(data, str):
+                data = json.loads(data)
+            size = int(json_length) if json_length else _json_length(data)
+        if not isinstance(data, dict):
+            raise _NotFound
+        dag = deserialize_dag(data, self.load_op_links)
         if not dag:
             raise _NotFound
-        size = len(zlib.decompress(serdag._data_compressed)) if serdag._data_compressed else int(json_length or 0)
-        if not size:
-            size = serialized_size(serdag, session)
-        entry = _Entry(dag, serdag.dag_hash, self._timer(), size)
-        stats.timing(f"{self._stats_prefix}.cache_load", (time.perf_counter() - start) * 1000.0)
-        entry.weight = self._weigh(dag, size)  # deep sampling is not part of the load time
-        return entry
+        return _Entry(dag, dag_hash, validated, size)
 
     def _weight_or_reject(self, entry: _Entry) -> int:
         maxsize = self._cache.maxsize
@@ -247,8 +272,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             version_id = UUID(version_id)  # one key per version, whichever form the caller has
         entry, loaded = self._lookup(version_id, session)
         now = self._timer()
-        if not loaded:
-            assert entry is not None
+        if entry is not None and not loaded:
             if now - entry.last_validated < self._revalidation_interval:
                 self._on_cache_hit()
                 self._maybe_maintain(now)
@@ -263,24 +287,48 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
                 if self._cache.peek(version_id) is entry:
                     self._cache.pop(version_id, None)
             entry, _ = self._lookup(version_id, session)
+        if entry is None:
+            return None  # not in the DB: no miss, as in Airflow's bag (nothing was cached or loaded)
         self._on_cache_miss()
         self._maybe_maintain(now, loaded=True)
-        return entry.dag if entry is not None else None
+        return entry.dag
 
     def _read_dag(self, serdag: SerializedDagModel) -> SerializedDAG | None:
-        """Deserialize ``serdag`` and cache it (used by ``get_latest_version_of_dag``)."""
-        serdag.load_op_links = self.load_op_links
-        dag = serdag.dag
-        if not dag:
-            return None
-        entry = _Entry(dag, serdag.dag_hash, self._timer(), serialized_size(serdag))
-        entry.weight = self._weigh(dag, entry.serialized_bytes)
+        """Deserialize ``serdag`` and cache it (Airflow's hook; our own reads go through columns)."""
         try:
-            self._cache.set(serdag.dag_version_id, entry, weight=self._weight_or_reject(entry))
+            entry = self._entry_from_row(
+                serdag._data, serdag._data_compressed, serdag.dag_hash, None, validated=self._timer()
+            )
+        except _NotFound:
+            return None
+        return self._store(serdag.dag_version_id, entry)
+
+    def get_latest_version_of_dag(self, dag_id: str, *, session: Session) -> SerializedDAG | None:
+        """The latest version of ``dag_id``, read (always, as Airflow does) in one round trip, and cached."""
+        from airflow.models.serialized_dag import SerializedDagModel
+
+        validated = self._timer()
+        query = SerializedDagModel.latest_item_select_object(dag_id).with_only_columns(
+            SerializedDagModel.dag_version_id, *_stored_dag_columns(), maintain_column_froms=True
+        )
+        row = session.execute(query).first()
+        if row is None:
+            return None
+        version_id, *stored = row
+        try:
+            entry = self._entry_from_row(*stored, validated=validated)
+        except _NotFound:
+            return None
+        return self._store(version_id, entry)
+
+    def _store(self, version_id: UUID | str, entry: _Entry) -> SerializedDAG:
+        entry.weight = self._weigh(entry.dag, entry.serialized_bytes)
+        try:
+            self._cache.set(version_id, entry, weight=self._weight_or_reject(entry))
         except ValueError:
             pass  # heavier than the whole budget: served uncached
         self._maybe_maintain(self._timer(), loaded=True)
-        return dag
+        return entry.dag
 
     def clear_cache(self) -> int:
         with self._lock:

@@ -12,10 +12,12 @@ On a release line :mod:`bytecache_airflow.versions` does not know (3.0, a future
 is logged and nothing is changed; so too if the hook point is missing (the module global is not
 Airflow's class, or the runner's constructor no longer refers to it).
 
-API server (opt-in by ``[api] dag_cache_max_bytes``): ``create_app`` builds its bag before it
-loads plugins, so a root middleware from the plugin swaps ``app.state.dag_bag`` (and the same
-object on mounted sub-apps, e.g. the execution API) for a byte-bounded one on the first ASGI
-event it sees (the lifespan start-up), before any request is served.
+API server (opt-in by ``[api] dag_cache_max_bytes``): ``create_app`` reads the plugin's root
+middlewares (:func:`api_root_middlewares`), which is where ``[api] dag_cache_*`` is validated: a
+bad value makes the API server refuse to start. ``create_app`` builds its bag before it loads
+plugins, so the middleware swaps ``app.state.dag_bag`` (and the same object on mounted sub-apps,
+e.g. the execution API) for a byte-bounded one on the first ASGI event it sees (the lifespan
+start-up), before any request is served.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import sys
 from typing import Any
 
-from bytecache_airflow.settings import DagCacheConfigError, read_api_settings, read_scheduler_settings
+from bytecache_airflow.settings import DagCacheConfigError, DagCacheSettings, read_api_settings, read_scheduler_settings
 from bytecache_airflow.versions import UnsupportedAirflow, airflow_version, current
 
 __all__ = [
@@ -33,7 +35,9 @@ __all__ = [
     "uninstall_scheduler_hook",
     "scheduler_dag_bag_factory",
     "ApiDagBagMiddleware",
+    "api_root_middlewares",
     "build_api_dag_bag",
+    "refuse_to_start",
 ]
 
 log = logging.getLogger("bytecache_airflow")
@@ -49,8 +53,8 @@ def scheduler_dag_bag_factory(load_op_links: bool = True, **airflow_kwargs: Any)
     ``airflow_kwargs`` are the runner's own (3.3: ``cache_size=512, cache_ttl=0,
     stats_prefix="scheduler.dag_bag"``; 3.1/3.2: none); the cache they describe is replaced by
     ``[scheduler] dag_cache_max_bytes`` / ``dag_cache_ttl`` / ``dag_cache_policy``. A bad value
-    exits with one line naming the option and the value. ``dag_cache_policy = airflow`` builds
-    Airflow's own bag with the runner's arguments.
+    exits with one line naming the option and the value. Without ``dag_cache_max_bytes``, or with
+    ``dag_cache_policy = airflow``, it builds Airflow's own bag with the runner's arguments.
     """
     try:
         settings = read_scheduler_settings()
@@ -58,7 +62,7 @@ def scheduler_dag_bag_factory(load_op_links: bool = True, **airflow_kwargs: Any)
         raise SystemExit(f"bytecache: {exc}") from None
     airflows = _describe_airflow_cache(airflow_kwargs)
     if not settings.enabled:
-        log.info("bytecache: [scheduler] dag_cache_policy = airflow; using Airflow's own DAG cache (%s)", airflows)
+        log.info("%s (%s)", settings.why_not_enabled(), airflows)
         return current().airflow_bag_class()(load_op_links, **airflow_kwargs)
 
     from bytecache_airflow.dagbag import ByteBoundedDagBag
@@ -71,12 +75,32 @@ def scheduler_dag_bag_factory(load_op_links: bool = True, **airflow_kwargs: Any)
         stats_prefix=airflow_kwargs.get("stats_prefix") or _SCHEDULER_PREFIX,
     )
     log.info("bytecache: scheduler DAG cache %s (replaces %s)", settings.describe(), airflows)
+    _warn_if_ttl_below_revalidation(settings.ttl)
     return bag
 
 
 def _describe_airflow_cache(airflow_kwargs: dict) -> str:
     size = airflow_kwargs.get("cache_size")
     return f"Airflow's {size}-entry LRU" if size else "Airflow's unbounded DAG dict"
+
+
+def _warn_if_ttl_below_revalidation(ttl: float | None) -> None:
+    # The scheduler's sweep period (how long until it visits a running run again) depends on the
+    # number of running runs, unknown at start-up; [core] min_serialized_dag_update_interval is the
+    # lower bound we can read. Airflow trusts an entry for that long after validating it, so a TTL
+    # below it drops DAGs that Airflow's own cache would still serve from memory: every one not
+    # revisited within the TTL is deserialized again, and that is most of them in a sweep.
+    from airflow.configuration import conf
+
+    window = conf.getint("core", "min_serialized_dag_update_interval", fallback=30)
+    if ttl is not None and ttl < window:
+        log.warning(
+            "bytecache: [scheduler] dag_cache_ttl = %gs is shorter than [core] min_serialized_dag_update_interval"
+            " = %ds: DAGs will expire between the scheduler's visits and be reloaded; use a TTL above the"
+            " scheduler's sweep period",
+            ttl,
+            window,
+        )
 
 
 scheduler_dag_bag_factory.__bytecache_hook__ = True  # type: ignore[attr-defined]
@@ -148,13 +172,48 @@ def uninstall_scheduler_hook() -> None:
 
 
 # -- API server ------------------------------------------------------------------------------
-def build_api_dag_bag():
-    """A byte-bounded bag for the API server from ``[api] dag_cache_*``, or None if not opted in."""
+#: Exit status for a refused start: uvicorn's ``STARTUP_FAILURE`` and gunicorn's
+#: ``WORKER_BOOT_ERROR`` are both 3, the status on which their supervisors stop instead of
+#: restarting a worker that would fail the same way again.
+STARTUP_FAILURE = 3
+_api_logged = False
+
+
+def refuse_to_start(error: DagCacheConfigError) -> SystemExit:
+    """Write the one-line message to stderr; the caller raises what this returns."""
+    sys.stderr.write(f"bytecache: {error}\n")
+    sys.stderr.flush()
+    return SystemExit(STARTUP_FAILURE)
+
+
+def api_root_middlewares() -> list[dict]:
+    """The plugin's ``fastapi_root_middlewares``: validates ``[api] dag_cache_*`` on the spot.
+
+    Airflow reads this while ``create_app`` builds the app, before uvicorn serves (and, with one
+    worker, in the ``airflow api-server`` process itself), so a bad value stops the start-up
+    there. Raising later, from the ASGI lifespan, is swallowed by uvicorn's ``lifespan="auto"``:
+    the server would serve without Airflow's own lifespan (no JWT validator for the execution API).
+    """
+    global _api_logged
     try:
         settings = read_api_settings()
     except DagCacheConfigError as exc:
-        raise SystemExit(f"bytecache: {exc}") from None
-    if settings is None:
+        raise refuse_to_start(exc) from None
+    if not settings.enabled:
+        if not _api_logged:
+            _api_logged = True
+            log.info("%s ([api] dag_cache_size entries)", settings.why_not_enabled())
+        return []
+    return [{"middleware": ApiDagBagMiddleware, "name": "bytecache-dag-bag", "kwargs": {"settings": settings}}]
+
+
+def build_api_dag_bag(settings: DagCacheSettings | None = None):
+    """A byte-bounded bag for the API server from ``[api] dag_cache_*``, or None if not enabled.
+
+    Raises :class:`DagCacheConfigError` on a bad value (validated already when the app was built).
+    """
+    settings = settings if settings is not None else read_api_settings()
+    if not settings.enabled:
         return None
     from bytecache_airflow.dagbag import ByteBoundedDagBag
 
@@ -166,10 +225,16 @@ def build_api_dag_bag():
 
 
 class ApiDagBagMiddleware:
-    """Pure ASGI root middleware: on the first event, swap the app's DAG bag for ours."""
+    """Pure ASGI root middleware: on the first event, swap the app's DAG bag for ours.
 
-    def __init__(self, app: Any) -> None:
+    ``create_app`` builds its bag before it loads plugins and gives the plugin no handle on the
+    app, so the swap waits for the first ASGI event (the lifespan start-up, before any request).
+    The settings were validated when the app was built; nothing here can fail on them.
+    """
+
+    def __init__(self, app: Any, settings: DagCacheSettings) -> None:
         self.app = app
+        self.settings = settings
         self._swapped = False
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -177,19 +242,18 @@ class ApiDagBagMiddleware:
             self._swapped = True
             root = scope.get("app")
             if root is not None:
-                swap_app_dag_bag(root)
+                swap_app_dag_bag(root, self.settings)
         await self.app(scope, receive, send)
 
 
-
-def swap_app_dag_bag(root: Any):
+def swap_app_dag_bag(root: Any, settings: DagCacheSettings | None = None):
     """Replace ``root.state.dag_bag`` (and the same object on mounted sub-apps) with ours."""
     from bytecache_airflow.dagbag import ByteBoundedDagBag
 
     old = getattr(getattr(root, "state", None), "dag_bag", None)
     if old is None or isinstance(old, ByteBoundedDagBag):
         return old
-    new = build_api_dag_bag()
+    new = build_api_dag_bag(settings)
     if new is None:
         return old
     root.state.dag_bag = new

@@ -10,7 +10,7 @@ from __future__ import annotations
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-from bytecache_airflow.hooks import ApiDagBagMiddleware, install_scheduler_hook
+from bytecache_airflow.hooks import api_root_middlewares, install_scheduler_hook
 
 __all__ = ["BytecachePlugin", "DagCacheListener"]
 
@@ -26,8 +26,12 @@ class DagCacheListener:
 class BytecachePlugin(AirflowPlugin):
     name = "bytecache"
     listeners = [DagCacheListener()]
-    # A pass-through unless [api] dag_cache_max_bytes is set (checked once, at the first ASGI event).
-    fastapi_root_middlewares = [{"middleware": ApiDagBagMiddleware, "name": "bytecache-dag-bag"}]
+
+    @property
+    def fastapi_root_middlewares(self) -> list[dict]:  # type: ignore[override]
+        # Read by the API server's create_app only: validating [api] dag_cache_* here stops a bad
+        # value before anything serves (see hooks.api_root_middlewares). Empty unless opted in.
+        return api_root_middlewares()
 
 
 install_scheduler_hook()

@@ -3,7 +3,10 @@
 Every option is read with ``airflow.configuration.conf``, so ``airflow.cfg`` and the
 ``AIRFLOW__<SECTION>__<KEY>`` environment variables both work. A value that cannot be used raises
 :class:`DagCacheConfigError` whose message is one line naming the option and the value; the
-scheduler turns it into an exit at start-up (never a silent fallback).
+scheduler and the API server turn it into a refusal to start (never a silent fallback).
+
+Installing the package changes nothing by itself: a component uses bytecache only once its
+``dag_cache_max_bytes`` is set (``0`` = no byte cap); ``dag_cache_policy = airflow`` is the explicit off.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from bytecache import DEFAULT_POLICY, POLICIES, format_size, parse_size
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "MIN_BARE_MAX_BYTES",
     "DEFAULT_TTL",
     "DEFAULT_POLICY",
     "AIRFLOW_POLICY",
@@ -27,11 +31,16 @@ __all__ = [
     "read_api_settings",
 ]
 
-#: Default byte budget of the scheduler's cache. Airflow's own cap is 512 entries; for the
-#: ~100-task DAGs of a typical deployment (~0.45 MB deserialized each) that is ~230 MB, and for
+#: Default byte budget of a ByteBoundedDagBag built without one (the settings have no default:
+#: setting ``dag_cache_max_bytes`` is what turns bytecache on). Airflow's own cap is 512 entries; for
+#: the ~100-task DAGs of a typical deployment (~0.45 MB deserialized each) that is ~230 MB, and for
 #: 1,000-task DAGs (~4 MB) about 2 GB. 512 MiB holds the 512 typical entries with room to spare
 #: and bounds the big-DAG case to a quarter of it.
 DEFAULT_MAX_BYTES = 512 * 1024**2
+#: A budget given as a bare number must be at least this: one 1,000-task DAG weighs ~4 MB, so a
+#: smaller cache holds next to nothing, and a bare ``512`` is most likely Airflow's 512 *entries*.
+#: An explicit unit (``512B``, ``8MiB``) says the small number is meant and is accepted.
+MIN_BARE_MAX_BYTES = 16 * 1024**2
 #: Default idle TTL (seconds). Must exceed the scheduler's sweep period (the time it takes to
 #: visit every running run once: runs / [scheduler] max_dagruns_per_loop_to_schedule loops), so
 #: active versions never expire between visits; superseded versions leave within one hour.
@@ -51,15 +60,32 @@ class DagCacheSettings:
     max_bytes: int | None  # None: no byte cap (configured as 0)
     ttl: float | None  # None: no idle expiry (configured as 0)
     policy: str  # a bytecache policy name, or AIRFLOW_POLICY
+    opted_in: bool = True  # dag_cache_max_bytes is set
 
     @property
     def enabled(self) -> bool:
-        return self.policy != AIRFLOW_POLICY
+        return self.opted_in and self.policy != AIRFLOW_POLICY
 
     def describe(self) -> str:
         budget = "no byte cap" if self.max_bytes is None else f"{format_size(self.max_bytes)} ({self.max_bytes} bytes)"
         ttl = "off" if self.ttl is None else f"{self.ttl:g}s"
         return f"budget={budget}, ttl={ttl}, policy={self.policy}"
+
+    def why_not_enabled(self) -> str:
+        """The one log line a component writes when it keeps Airflow's own cache."""
+        option = _option(self.section, "dag_cache_max_bytes")
+        if not self.opted_in:
+            return (
+                f"bytecache: installed but not enabled for the {_COMPONENT[self.section]}; using Airflow's own "
+                f"DAG cache. To enable it set {option} (e.g. 512MiB, or 0 for no byte cap)"
+            )
+        return (
+            f"bytecache: {_option(self.section, 'dag_cache_policy')} = airflow; using Airflow's own DAG cache "
+            f"for the {_COMPONENT[self.section]}"
+        )
+
+
+_COMPONENT = {"scheduler": "scheduler", "api": "API server"}
 
 
 def _option(section: str, key: str) -> str:
@@ -77,6 +103,13 @@ def parse_max_bytes(value: object, *, section: str = "scheduler", key: str = "da
             f"{name} = {value!r} is not a valid size: use a whole number of bytes >= 0 with an "
             f"optional unit such as 512MiB, 2GB or 4096 (0 = no byte cap)"
         ) from None
+    bare = isinstance(text, int) or (isinstance(text, str) and text.isdigit())
+    if bare and 0 < nbytes < MIN_BARE_MAX_BYTES:
+        raise DagCacheConfigError(
+            f"{name} = {value!r} is below {format_size(MIN_BARE_MAX_BYTES)}: it is a budget in bytes, "
+            f"not a number of DAGs like Airflow's 512-entry cache, and {nbytes} bytes cannot hold a "
+            f"typical DAG; give a unit such as 512MiB (or {nbytes}B if you mean bytes)"
+        )
     return nbytes or None
 
 
@@ -96,11 +129,9 @@ def parse_ttl(value: object, *, section: str = "scheduler", key: str = "dag_cach
     return seconds or None
 
 
-def parse_policy(
-    value: object, *, section: str = "scheduler", key: str = "dag_cache_policy", allow_airflow: bool = True
-) -> str:
+def parse_policy(value: object, *, section: str = "scheduler", key: str = "dag_cache_policy") -> str:
     name = _option(section, key)
-    choices = sorted(POLICIES) + ([AIRFLOW_POLICY] if allow_airflow else [])
+    choices = sorted(POLICIES) + [AIRFLOW_POLICY]
     text = value.strip().lower() if isinstance(value, str) else None
     if text not in choices:
         raise DagCacheConfigError(f"{name} = {value!r} is not a valid policy: use one of {', '.join(choices)}")
@@ -117,29 +148,28 @@ def _get(section: str, key: str, default: object) -> object:
 
 
 def read_scheduler_settings() -> DagCacheSettings:
-    """``[scheduler] dag_cache_max_bytes``, ``dag_cache_ttl``, ``dag_cache_policy``."""
-    section = "scheduler"
-    return DagCacheSettings(
-        section=section,
-        max_bytes=parse_max_bytes(_get(section, "dag_cache_max_bytes", DEFAULT_MAX_BYTES), section=section),
-        ttl=parse_ttl(_get(section, "dag_cache_ttl", DEFAULT_TTL), section=section),
-        policy=parse_policy(_get(section, "dag_cache_policy", DEFAULT_POLICY), section=section),
-    )
+    """``[scheduler] dag_cache_max_bytes``, ``dag_cache_ttl``, ``dag_cache_policy``.
 
-
-def read_api_settings() -> DagCacheSettings | None:
-    """The API server's opt-in: None unless ``[api] dag_cache_max_bytes`` is set.
-
-    The TTL is Airflow's own ``[api] dag_cache_ttl`` (default 3600); the policy is
-    ``[api] dag_cache_policy`` (default: the core's default policy).
+    Every option that is set is validated, also when bytecache stays off (a typo is reported,
+    not ignored); ``opted_in`` says whether ``dag_cache_max_bytes`` is set.
     """
-    section = "api"
+    return _read("scheduler", ttl_default=DEFAULT_TTL)
+
+
+def read_api_settings() -> DagCacheSettings:
+    """``[api] dag_cache_max_bytes`` and ``dag_cache_policy``; ``opted_in`` as for the scheduler.
+
+    The TTL is Airflow's own ``[api] dag_cache_ttl`` (default 3600).
+    """
+    return _read("api", ttl_default=3600)
+
+
+def _read(section: str, *, ttl_default: float) -> DagCacheSettings:
     raw = _get(section, "dag_cache_max_bytes", None)
-    if raw is None:
-        return None
     return DagCacheSettings(
         section=section,
-        max_bytes=parse_max_bytes(raw, section=section),
-        ttl=parse_ttl(_get(section, "dag_cache_ttl", 3600), section=section),
-        policy=parse_policy(_get(section, "dag_cache_policy", DEFAULT_POLICY), section=section, allow_airflow=False),
+        max_bytes=parse_max_bytes(DEFAULT_MAX_BYTES if raw is None else raw, section=section),
+        ttl=parse_ttl(_get(section, "dag_cache_ttl", ttl_default), section=section),
+        policy=parse_policy(_get(section, "dag_cache_policy", DEFAULT_POLICY), section=section),
+        opted_in=raw is not None,
     )

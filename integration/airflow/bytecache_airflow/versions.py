@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 
+log = logging.getLogger("bytecache_airflow")
+
+
 class UnsupportedAirflow(RuntimeError):
     """The installed Airflow is not a release line the integration knows how to attach to."""
 
@@ -61,8 +65,11 @@ class ReleaseLine:
     #: whose call in ``SchedulerJobRunner.__init__`` builds the bag: the one name the hook rebinds.
     builder: str
     _bag_base: Callable[[], type]
-    _stats: Callable[[], Any]
+    #: Airflow's stats client: (module, attribute), or (module, None) where the module is the client.
+    stats_client: tuple[str, str | None]
     _restart_stats: Callable[[], None]
+    #: The class in ``airflow.serialization.serialized_objects`` that ``SerializedDagModel.dag`` uses.
+    dag_serializer: str
     #: Module holding ``BundleDagBag`` and ``sync_bag_to_db`` (the tests and profiling parse with them).
     parsing_module: str
     #: Whether ``BundleDagBag`` takes the bundle's name (3.2+).
@@ -79,8 +86,27 @@ class ReleaseLine:
         return self._bag_base()
 
     def stats(self) -> Any:
-        """Airflow's stats client (``incr`` / ``gauge`` / ``timing``), as Airflow's own bag uses it."""
-        return self._stats()
+        """Airflow's stats client (``incr`` / ``gauge`` / ``timing``), as Airflow's own bag uses it.
+
+        If a patch release moved it, the DAG cache's metrics are off and one warning says so: a
+        scheduler must not fail to start over metrics."""
+        module, attribute = self.stats_client
+        try:
+            client = importlib.import_module(module)
+            return getattr(client, attribute) if attribute else client
+        except (ImportError, AttributeError) as exc:
+            log.warning(
+                "bytecache: Airflow's stats client is not at %s%s as in Airflow %s (%s: %s); the DAG cache's metrics are off",
+                module, f".{attribute}" if attribute else "", self.minor, type(exc).__name__, exc,
+            )
+            return NoStats()
+
+    def deserialize_dag(self, data: dict, load_op_links: bool) -> Any:
+        """What ``SerializedDagModel.dag`` does with a decoded ``data`` column."""
+        serialized_objects = importlib.import_module("airflow.serialization.serialized_objects")
+        serializer = getattr(serialized_objects, self.dag_serializer)
+        serializer._load_operator_extra_links = load_op_links
+        return serializer.from_dict(data)
 
     def restart_stats(self) -> None:
         """Make Airflow's stats client re-read ``[metrics]`` (for a process that changed it)."""
@@ -177,10 +203,13 @@ def _cached_db_dag_bag() -> type:
 
 
 # -- stats clients -------------------------------------------------------------------------------
-def _stats_3_1() -> Any:
-    from airflow.stats import Stats
+class NoStats:
+    """Drops every metric: the stand-in when Airflow's stats client cannot be imported."""
 
-    return Stats
+    def incr(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    decr = gauge = timing = incr
 
 
 def _restart_stats_3_1() -> None:
@@ -197,23 +226,11 @@ def _restart_stats_3_1() -> None:
     Stats.instance = None
 
 
-def _stats_3_2() -> Any:
-    from airflow._shared.observability.metrics.stats import Stats
-
-    return Stats
-
-
 def _restart_stats_3_2() -> None:
     from airflow._shared.observability.metrics.stats import Stats
     from airflow.observability.metrics import stats_utils
 
     Stats.initialize(factory=stats_utils.get_stats_factory(Stats))
-
-
-def _stats_3_3() -> Any:
-    from airflow._shared.observability.metrics import stats
-
-    return stats
 
 
 def _restart_stats_3_3() -> None:
@@ -223,10 +240,14 @@ def _restart_stats_3_3() -> None:
     stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
 
 
+_SHARED_STATS = "airflow._shared.observability.metrics.stats"
 RELEASE_LINES: dict[str, ReleaseLine] = {
-    "3.1": ReleaseLine("3.1", "DBDagBag", _cached_bag_surface, _stats_3_1, _restart_stats_3_1, "airflow.models.dagbag", False),
-    "3.2": ReleaseLine("3.2", "DBDagBag", _cached_bag_surface, _stats_3_2, _restart_stats_3_2, "airflow.dag_processing.dagbag", True),
-    "3.3": ReleaseLine("3.3", "CachedDBDagBag", _cached_db_dag_bag, _stats_3_3, _restart_stats_3_3, "airflow.dag_processing.dagbag", True),
+    "3.1": ReleaseLine("3.1", "DBDagBag", _cached_bag_surface, ("airflow.stats", "Stats"), _restart_stats_3_1,
+                       "SerializedDAG", "airflow.models.dagbag", False),
+    "3.2": ReleaseLine("3.2", "DBDagBag", _cached_bag_surface, (_SHARED_STATS, "Stats"), _restart_stats_3_2,
+                       "DagSerialization", "airflow.dag_processing.dagbag", True),
+    "3.3": ReleaseLine("3.3", "CachedDBDagBag", _cached_db_dag_bag, (_SHARED_STATS, None), _restart_stats_3_3,
+                       "DagSerialization", "airflow.dag_processing.dagbag", True),
 }
 
 
