@@ -8,12 +8,13 @@ import threading
 import airflow_helpers as helpers
 import pytest
 
-from bytecache.measure import Calibrator, walk_sizeof
+from bytecache.measure import Calibrator, LinearFit, walk_sizeof
 
 from airflow.utils.session import create_session
 
 from bytecache_airflow.dagbag import ByteBoundedDagBag, serialized_size
 from bytecache_airflow.versions import current
+from bytecache_airflow.weighing import dag_calibrator, dag_features, dag_weighing_model
 
 
 def make_bag(clock=None, **kwargs) -> ByteBoundedDagBag:
@@ -39,13 +40,7 @@ def test_is_the_schedulers_bag_class_with_byte_budget(airflow_db):
 
 
 def test_hits_misses_and_weights(airflow_db):
-    measured = []
-
-    def measure(dag):
-        measured.append(walk_sizeof(dag))
-        return measured[-1]
-
-    calibrator = Calibrator(warmup=3, every=1_000_000, measure=measure)
+    calibrator = dag_calibrator(warmup=3, every=1_000_000)
     bag = make_bag(calibrator=calibrator)
     with create_session() as session:
         runs = [helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100, 1000)]
@@ -53,36 +48,45 @@ def test_hits_misses_and_weights(airflow_db):
             dag = bag.get_dag_for_run(run, session=session)
             assert dag is not None and dag.dag_id == run.dag_id
         assert counters(bag) == (3, 0)
-        ratio = calibrator.ratio
-        assert ratio is not None and 2.0 < ratio < 8.0, ratio  # deep size / JSON, measured not assumed
+        assert calibrator.samples == 0  # nothing is deep-measured on a lookup
         for run in runs:  # second visit: hits, same objects
             assert bag.get_dag_for_run(run, session=session) is bag.cache.get(
                 helpers.latest_version_id(run.dag_id)
             ).dag
         assert bag.cache.stats().loads == 3
 
-    # weights = serialized size (the stored JSON) x the calibrated ratio; the three loads were
-    # the calibrator's warm-up samples, each weighed with the ratio known after its own sample
-    total = cum_deep = cum_json = 0
-    for n, deep in zip((10, 100, 1000), measured, strict=True):
+    # weights = the model's prediction from the DAG's features (its stored JSON length, its tasks
+    # by type), with the coefficients it had at load: here the priors
+    model = dag_weighing_model()
+    total = 0
+    for n in (10, 100, 1000):
         version_id = helpers.latest_version_id(airflow_db["dags_by_size"][n])
         dag_hash, json_length, compressed = helpers.serialized_row(version_id)
         assert compressed is None
-        assert bag.cache.get(version_id).serialized_bytes == json_length
-        cum_deep, cum_json = cum_deep + deep, cum_json + json_length
-        assert bag.cache.weight_of(version_id) == round(json_length * cum_deep / cum_json)
+        entry = bag.cache.get(version_id)
+        assert entry.serialized_bytes == json_length
+        features = dag_features(entry.dag, json_length)
+        assert features == {"fixed": 1.0, "bytes": json_length, "tasks:EmptyOperator": n}
+        assert bag.cache.weight_of(version_id) == round(model.predict(features))
         total += bag.cache.weight_of(version_id)
-    assert bag.currsize == total and ratio == cum_deep / cum_json
+    assert bag.currsize == total
 
-    # once calibrated (no more samples), each new weight is exactly JSON length x ratio
+    # the maintenance step measures the three used DAGs (the warm-up) and refits
+    bag.maintain()
+    assert calibrator.samples == 3 and calibrator.seconds_measuring > 0
+    coefficients = calibrator.state()["coefficients"]
+    assert coefficients != model.coefficients and coefficients["tasks:EmptyOperator"] > 0
     bag2 = make_bag(calibrator=calibrator)
     with create_session() as session:
         for n in (10, 100, 1000):
             run = helpers.get_run(session, airflow_db["dags_by_size"][n])
-            bag2.get_dag_for_run(run, session=session)
+            dag = bag2.get_dag_for_run(run, session=session)
             version_id = helpers.latest_version_id(run.dag_id)
             json_length = helpers.serialized_row(version_id)[1]
-            assert bag2.cache.weight_of(version_id) == round(json_length * calibrator.ratio)
+            predicted = calibrator.model.predict(dag_features(dag, json_length))
+            assert bag2.cache.weight_of(version_id) == round(predicted)
+            # fitted on these very DAGs: close to what the walker measures now
+            assert bag2.cache.weight_of(version_id) == pytest.approx(walk_sizeof(dag), rel=0.1)
 
 
 def test_budget_never_exceeded_and_evictions_accounted(airflow_db):
@@ -119,36 +123,6 @@ def test_rejects_a_dag_heavier_than_the_budget(airflow_db):
         dag = bag.get_dag_for_run(run, session=session)
         assert dag is not None and len(dag.task_dict) == 1000
         assert bag.cache.stats().rejections == 1 and len(bag.cache) == 0
-
-
-def test_reclaim_runs_gc_when_uncollected_passes_fraction(airflow_db):
-    clock = helpers.FakeClock()
-    calibrator = Calibrator(warmup=1, every=1_000_000)
-    bag = make_bag(clock, max_bytes=None, calibrator=calibrator)
-    with create_session() as session:
-        bag.get_dag_for_run(helpers.get_run(session, airflow_db["dags_by_size"][100]), session=session)
-        w100 = bag.currsize
-    bag = make_bag(clock, max_bytes=int(w100 * 1.5), calibrator=calibrator, reclaim_soft_fraction=0.5,
-                   reclaim_hard_fraction=2.0, reclaim_min_interval=60, maintenance_interval=1)
-    with create_session() as session:
-        run10 = helpers.get_run(session, airflow_db["dags_by_size"][10])
-        run100 = helpers.get_run(session, airflow_db["dags_by_size"][100])
-        bag.get_dag_for_run(run100, session=session)
-        bag.get_dag_for_run(run10, session=session)
-        gc_disabled = gc.isenabled()
-        gc.disable()  # only our reclaim may collect during the sweep below
-        try:
-            bag.clear_cache()  # drops both: well over half the budget
-            assert bag.uncollected_bytes >= 0.5 * bag.max_bytes
-            assert bag.reclaimer.collections == 0  # the soft trigger waits for its interval
-            clock.advance(61)
-            bag.get_dag_for_run(run10, session=session)  # a lookup runs maintenance
-            assert bag.reclaimer.collections == 1
-            assert bag.reclaimer.last_ms is not None and bag.reclaimer.last_ms > 0
-            assert bag.uncollected_bytes == 0
-        finally:
-            if gc_disabled:
-                gc.enable()
 
 
 def test_version_churn_old_version_expires_by_ttl(airflow_db):
@@ -278,8 +252,8 @@ def test_compressed_serialized_dags_weigh_uncompressed_length(airflow_db, monkey
     import zlib
 
     uncompressed = len(zlib.decompress(compressed))
-    calibrator = Calibrator(warmup=0, every=1_000_000)  # never samples: default ratio
-    bag = make_bag(calibrator=calibrator, default_ratio=4.0)
+    calibrator = Calibrator(warmup=0, every=1_000_000)  # never samples: its default 4 per JSON byte
+    bag = make_bag(calibrator=calibrator)
     with create_session() as session:
         assert bag.get_dag(version_id, session=session).dag_id == dag_id
         assert bag.cache.get(version_id).serialized_bytes == uncompressed
@@ -288,60 +262,46 @@ def test_compressed_serialized_dags_weigh_uncompressed_length(airflow_db, monkey
         assert serialized_size(model) == uncompressed
 
 
-def test_live_plus_uncollected_stays_within_budget_plus_margin(airflow_db):
-    """With automatic GC off, churn through a budget smaller than the set: the reclaim keeps
-    currsize + uncollected <= budget * (1 + hard_fraction) + one entry."""
-    calibrator = Calibrator(warmup=1, every=1_000_000)
-    bag = make_bag(max_bytes=None, calibrator=calibrator)
-    with create_session() as session:
-        runs = [helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100)]
-        for run in runs:
-            bag.get_dag_for_run(run, session=session)
-        weights = [bag.cache.weight_of(k) for k in bag.cache]
-        heaviest = max(weights)
-        budget = heaviest + min(weights) // 2  # each fits, both never do
-    bag = make_bag(max_bytes=budget, calibrator=calibrator, reclaim_hard_fraction=0.5, reclaim_min_interval=1e9)
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        with create_session() as session:
-            for _ in range(6):
-                for run in runs:
-                    bag.get_dag_for_run(run, session=session)
-                    assert bag.currsize <= budget
-                    assert bag.currsize + bag.uncollected_bytes <= budget * 1.5 + heaviest
-        assert bag.reclaimer.collections >= 1 and bag.cache.stats().evictions_size >= 6
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def test_calibrates_on_evicted_dags_which_replace_the_fresh_warmup_samples(airflow_db):
-    # A DAG the scheduler has worked with is bigger than a fresh one; the budget bounds the
-    # former. So after its warm-up at load, the calibrator samples DAGs as they leave the cache,
-    # and the first such sample replaces the fresh ones.
-    sizes = iter([1_000, 5_000, 7_000])
+def test_samples_used_dags_only_and_blends_them(airflow_db):
+    # A DAG the scheduler has worked with is bigger than a fresh one, and the budget bounds the
+    # former: the warm-up samples DAGs on their first hit, later samples are DAGs evicted after a
+    # hit (never one evicted unused); each sample is blended with the earlier ones.
     measured = []
-    calibrator = Calibrator(warmup=1, every=1, measure=lambda dag: measured.append(dag.dag_id) or next(sizes))
     with create_session() as session:
         run10 = helpers.get_run(session, airflow_db["dags_by_size"][10])
         run100 = helpers.get_run(session, airflow_db["dags_by_size"][100])
+        run1000 = helpers.get_run(session, airflow_db["dags_by_size"][1000])
         json10 = helpers.serialized_row(helpers.latest_version_id(run10.dag_id))[1]
         json100 = helpers.serialized_row(helpers.latest_version_id(run100.dag_id))[1]
-        ratio = 1_000 / json10
-        # room for the 100-task DAG alone: loading it pushes the 10-task one out (LRU)
-        bag = make_bag(max_bytes=round(json100 * ratio) + 10, policy="lru", calibrator=calibrator)
+        factors = [1.0, 1.02, 0.98]  # measured bytes per JSON byte of each sample
+        sizes = iter(round(json10 * f) for f in factors)
+        model = LinearFit({"bytes": 1.0}, decay=1.0)
+        calibrator = Calibrator(model=model, warmup=1, every=1, measure=lambda dag: measured.append(dag.dag_id) or next(sizes))
+        # room for the 100-task DAG alone (~1 byte per JSON byte): loading it pushes the 10-task one out (LRU)
+        bag = make_bag(max_bytes=round(json100 * 1.03), policy="lru", calibrator=calibrator)
         bag.get_dag_for_run(run10, session=session)
-        assert measured == [run10.dag_id] and calibrator.ratio == pytest.approx(ratio)  # warm-up, at load
-        bag.get_dag_for_run(run100, session=session)
+        bag.get_dag_for_run(run10, session=session)  # its first hit: the warm-up sample
+        assert measured == []  # queued for the maintenance step, not measured on the lookup
+        bag.maintain()
+        assert measured == [run10.dag_id] and calibrator.samples == 1
+        bag.get_dag_for_run(run100, session=session)  # evicts the 10-task DAG, used: a sample
         assert bag.cache.stats().evictions_size == 1
-        # the load of the 100-task DAG was not measured; the evicted 10-task DAG was, alone
-        assert measured == [run10.dag_id, run10.dag_id]
-        assert calibrator.ratio == pytest.approx(5_000 / json10) and calibrator.samples == 2
-        bag.get_dag_for_run(run10, session=session)  # evicts the 100-task DAG: a second used sample
-        assert measured[-1] == run100.dag_id
-        assert calibrator.ratio == pytest.approx((5_000 + 7_000) / (json10 + json100))
-        bag.clear_cache()  # explicit removals are no samples: maybe never used
+        bag.get_dag_for_run(run10, session=session)  # evicts the 100-task DAG, never hit: none
+        assert bag.cache.stats().evictions_size == 2
+        bag.maintain()
+        assert measured == [run10.dag_id] * 2 and calibrator.samples == 2
+        bag.get_dag_for_run(run10, session=session)  # a hit
+        bag.get_dag_for_run(run1000, session=session)  # too heavy: rejected, nothing evicted
+        bag.get_dag_for_run(run100, session=session)  # evicts the used 10-task DAG: a sample
+        bag.maintain()
+        assert measured == [run10.dag_id] * 3 and calibrator.samples == 3
+        # blended, not restarted: the relative least-squares fit of all three and the prior
+        w = model.prior_weight
+        blended = (sum(1 / f for f in factors) + w) / (sum(1 / f**2 for f in factors) + w)
+        assert model.coefficients["bytes"] == pytest.approx(blended, rel=1e-3)
+        assert model.coefficients["bytes"] != pytest.approx(factors[-1], rel=1e-3)
+        bag.clear_cache()  # explicit removals are no samples
+        bag.maintain()
         assert len(measured) == 3
 
 

@@ -1,4 +1,5 @@
-"""The reclaimer's heap trim: after a full collection, rate-limited, and a no-op without glibc."""
+"""The reclaimer: when it collects (triggers and caps, on an injected clock), what it records, and
+the heap trim after a full collection (rate-limited, a no-op without glibc)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,114 @@ import gc
 import airflow_helpers as helpers
 import pytest
 
-from bytecache_airflow.reclaim import Reclaimer, malloc_trim
+from bytecache_airflow.reclaim import Reclaimer, malloc_trim, percentile
 
 
-def make_reclaimer(clock, trims, **kwargs):
+def make_reclaimer(clock, trims=None, *, pause=0.0, trim_cost=0.0, budget=1000, **kwargs):
+    """A reclaimer on ``clock`` whose collection takes ``pause`` and trim ``trim_cost`` seconds of it."""
+    trims = [] if trims is None else trims
+
+    def collect():
+        gc.collect()
+        clock.advance(pause)
+
+    def trim():
+        trims.append(clock())
+        clock.advance(trim_cost)
+
     kwargs.setdefault("trim_interval", 10.0)
-    return Reclaimer(lambda: 1000, timer=clock, trim=lambda: trims.append(clock()), **kwargs)
+    return Reclaimer(lambda: budget, timer=clock, collect=collect, trim=trim, **kwargs)
 
 
 def test_trims_only_after_a_full_collection_and_at_most_every_interval():
     clock, trims = helpers.FakeClock(), []
-    rc = make_reclaimer(clock, trims)
+    rc = make_reclaimer(clock, trims, trim_cost=0.03)
     t0 = clock()
     clock.advance(60)
     assert rc.maybe_trim() is None and trims == []  # nothing was collected: nothing to give back
     gc.collect()
-    assert rc.maybe_trim() is not None and trims == [t0 + 60]
+    assert rc.maybe_trim() == pytest.approx(30.0) and trims == [t0 + 60]
     assert rc.maybe_trim() is None  # no collection since
     gc.collect()
     clock.advance(5)
-    assert rc.maybe_trim() is None  # within the interval
+    assert rc.maybe_trim() is None  # within the interval (counted from the end of the last trim)
     clock.advance(5)
-    assert rc.maybe_trim() is not None and trims == [t0 + 60, t0 + 70]
-    assert rc.trims == 2 and rc.trim_ms >= 0
+    assert rc.maybe_trim() == pytest.approx(30.0) and trims == [t0 + 60, t0 + 70.03]
+    assert rc.trims == 2 and rc.trim_ms == pytest.approx(60.0)
+    assert rc.state()["trim_seconds"] == pytest.approx(0.06)
 
 
-def test_own_collection_trims_at_once():
+def test_own_collection_trims_at_once_and_is_timed_apart_from_it():
     clock, trims = helpers.FakeClock(), []
-    rc = make_reclaimer(clock, trims, soft_fraction=0.5, hard_fraction=0.5, trim_interval=3600)
+    rc = make_reclaimer(clock, trims, pause=0.2, trim_cost=0.04, soft_fraction=0.5, hard_fraction=0.5, trim_interval=3600)
+    clock.advance(100)
     rc.add(600)  # past the hard fraction of the 1000-byte budget
-    assert rc.maybe_collect() is not None
-    assert rc.collections == 1 and rc.trims == 1 and len(trims) == 1 and rc.uncollected == 0
+    assert rc.maybe_collect() == pytest.approx(200.0)
+    assert rc.collections == 1 and rc.uncollected == 0
+    assert rc.total_ms == pytest.approx(200.0) and rc.trims == 1 and rc.trim_ms == pytest.approx(40.0)
+
+
+def test_hard_trigger_collects_at_most_once_per_hard_min_interval():
+    clock = helpers.FakeClock()
+    rc = make_reclaimer(clock, soft_fraction=0.5, hard_fraction=0.5, min_interval=1e9, hard_min_interval=10.0,
+                        max_time_share=1.0)
+    collected_at = []
+    for _ in range(100):  # a budget's worth evicted every second: the hard trigger is always due
+        clock.advance(1.0)
+        rc.add(1000)
+        if rc.maybe_collect() is not None:
+            collected_at.append(clock())
+    gaps = [b - a for a, b in zip(collected_at, collected_at[1:])]
+    assert len(collected_at) == 10 and min(gaps) >= 10.0
+    assert rc.deferred_for_time == 90
+
+
+def test_collections_stay_within_their_time_share_whatever_the_budget():
+    clock = helpers.FakeClock()
+    # every collection pauses 0.5 s; evictions always exceed the hard fraction
+    rc = make_reclaimer(clock, pause=0.5, hard_min_interval=0.0, max_time_share=0.01)
+    for _ in range(3600):
+        clock.advance(1.0)
+        rc.add(1000)
+        rc.maybe_collect()
+    elapsed = 3600 + rc.total_ms / 1000.0
+    assert rc.total_ms / 1000.0 <= 0.01 * elapsed
+    assert rc.collections >= 60  # and the cap is not a ban: ~1% of an hour of 0.5 s pauses is 72
+    assert rc.state()["pause_p50_ms"] == pytest.approx(500.0) and rc.state()["pause_max_ms"] == pytest.approx(500.0)
+
+
+def test_soft_trigger_waits_for_min_interval():
+    clock = helpers.FakeClock()
+    rc = make_reclaimer(clock, soft_fraction=0.25, hard_fraction=0.5, min_interval=30.0, hard_min_interval=10.0)
+    clock.advance(20)
+    rc.add(300)  # soft only
+    assert not rc.wanted() and rc.maybe_collect() is None and rc.deferred_for_time == 0
+    clock.advance(10)
+    assert rc.wanted() and rc.maybe_collect() is not None
+
+
+def test_pause_distribution_is_recorded_per_collection():
+    clock = helpers.FakeClock()
+    pauses = iter([0.1, 0.3, 0.2, 0.9])
+
+    def collect():
+        clock.advance(next(pauses))
+
+    rc = Reclaimer(lambda: 1000, timer=clock, collect=collect, trim=None, hard_min_interval=0, max_time_share=1.0)
+    for _ in range(4):
+        clock.advance(100)
+        rc.add(600)
+        rc.maybe_collect()
+    state = rc.state()
+    assert state["pauses_ms"] == pytest.approx([100.0, 300.0, 200.0, 900.0])
+    assert state["pause_p50_ms"] == pytest.approx(200.0) and state["pause_p99_ms"] == pytest.approx(900.0)
+    assert state["pause_max_ms"] == pytest.approx(900.0) and state["collection_seconds"] == pytest.approx(1.5)
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50 and percentile(values, 99) == 99 and percentile(values, 100) == 100
+    assert percentile([7], 99) == 7 and percentile([], 50) is None
 
 
 def test_without_trim_collection_still_works():
@@ -50,9 +128,17 @@ def test_without_trim_collection_still_works():
     assert rc.maybe_collect() is not None and rc.collections == 1 and rc.trims == 0
 
 
-def test_bad_trim_interval_is_refused():
-    with pytest.raises(ValueError, match="trim_interval must be >= 0, got -1"):
-        Reclaimer(lambda: 1000, trim_interval=-1)
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"trim_interval": -1}, "trim_interval must be >= 0, got -1"),
+        ({"hard_min_interval": -1}, "hard_min_interval must be >= 0, got -1"),
+        ({"max_time_share": 0}, r"max_time_share must be in \(0, 1\], got 0"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Reclaimer(lambda: 1000, **kwargs)
 
 
 @pytest.mark.skipif(malloc_trim is None, reason="no glibc malloc_trim here")

@@ -13,10 +13,12 @@ below is the same on every supported release. Kept from Airflow 3.3's bag (``air
 * ``cache_hit`` / ``cache_miss`` / ``cache_clear`` / ``cache_size`` metrics under the prefix.
 
 What changes: the cache is a :class:`bytecache.ByteCache` bounded in bytes. An entry weighs
-the length of its serialized JSON (uncompressed, also when ``[core] compress_serialized_dags``
-is on) times the in-memory/JSON ratio that a :class:`bytecache.measure.Calibrator` learns from
-sampled deep measurements. Evicted DAGs are cyclic garbage; their bytes are tracked until a
-full collection and reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`.
+what a linear model predicts from the DAG's features -- a fixed cost, the length of its
+serialized JSON (uncompressed, also when ``[core] compress_serialized_dags`` is on) and its
+tasks by operator type (:mod:`bytecache_airflow.weighing`) -- fitted by a
+:class:`bytecache.measure.Calibrator` on sampled deep measurements of DAGs the scheduler has
+used. Evicted DAGs are cyclic garbage; their bytes are tracked until a full collection and
+reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`, from the maintenance thread only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -35,10 +38,12 @@ from uuid import UUID
 from sqlalchemy import Text, cast, func, select
 
 from bytecache import ByteCache, EvictionCause, format_size
-from bytecache.measure import Calibrator, walk_sizeof
+from bytecache.measure import Calibrator
 
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
+from bytecache_airflow.snapshot import BagSnapshot, CachedDag
+from bytecache_airflow.weighing import dag_calibrator, dag_features
 from bytecache_airflow.versions import current as _release_line
 
 _RELEASE = _release_line()  # UnsupportedAirflow on a release line we do not attach to
@@ -51,12 +56,14 @@ if TYPE_CHECKING:
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.serialization.definitions.dag import SerializedDAG
 
-__all__ = ["ByteBoundedDagBag", "serialized_size"]
+__all__ = ["ByteBoundedDagBag", "BagSnapshot", "CachedDag", "serialized_size"]
 
 log = logging.getLogger(__name__)
 
-#: Fallback bytes-in-memory per JSON byte until the calibrator has a sample (measured 3.5-5.3).
-DEFAULT_RATIO = 4.0
+#: Functions of Airflow's scheduler during which the cache never starts a collection: the
+#: critical section holds the pool rows locked (other schedulers' NOWAIT attempts fail and skip
+#: queueing), and a collection holds the GIL, stalling the scheduler wherever it is.
+SCHEDULER_CRITICAL_SECTIONS = frozenset({"_critical_section_enqueue_task_instances"})
 #: Budget assumed for the reclaim trigger when there is no byte cap.
 _UNCAPPED_RECLAIM_FLOOR = 64 * 1024**2
 
@@ -67,7 +74,7 @@ class _Entry:
     Mutable so that revalidation updates ``last_validated`` in place instead of storing a new
     value (a replacement would look like an eviction to the accounting)."""
 
-    __slots__ = ("dag", "dag_hash", "last_validated", "serialized_bytes", "weight")
+    __slots__ = ("dag", "dag_hash", "last_validated", "serialized_bytes", "weight", "used")
 
     def __init__(self, dag: SerializedDAG, dag_hash: str, last_validated: float, serialized_bytes: int) -> None:
         self.dag = dag
@@ -75,6 +82,7 @@ class _Entry:
         self.last_validated = last_validated
         self.serialized_bytes = serialized_bytes
         self.weight = 0
+        self.used = False  # served from the cache at least once (only such DAGs are sampled)
 
     def __repr__(self) -> str:
         return f"_Entry(dag_id={getattr(self.dag, 'dag_id', None)!r}, serialized_bytes={self.serialized_bytes}, weight={self.weight})"
@@ -128,12 +136,14 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         stats_prefix: str,
         timer: Callable[[], float] = time.monotonic,
         calibrator: Calibrator | None = None,
-        default_ratio: float = DEFAULT_RATIO,
         revalidation_interval: float | None = None,
         maintenance_interval: float = 0.25,
         reclaim_soft_fraction: float = 0.25,
         reclaim_hard_fraction: float = 0.5,
         reclaim_min_interval: float = 30.0,
+        reclaim_hard_min_interval: float = 10.0,
+        reclaim_max_time_share: float = 0.01,
+        critical_sections: frozenset[str] = SCHEDULER_CRITICAL_SECTIONS,
         background: bool = True,
     ) -> None:
         super().__init__(load_op_links=load_op_links, cache_size=0, cache_ttl=0, stats_prefix=stats_prefix)
@@ -145,27 +155,32 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         )
         # Airflow code that peeks at ``_dags`` (len, membership, ``[key].dag``) keeps working.
         self._dags = self._cache  # type: ignore[assignment]
-        # The stdlib walker, not pympler: pympler's import (numpy) and its scratch memory while
-        # it walks a 2,000-task DAG would show up in the very RSS the budget is meant to bound.
-        self.calibrator = calibrator if calibrator is not None else Calibrator(measure=walk_sizeof)
-        self.default_ratio = default_ratio
-        self._calibrated_on_used = False
+        self.calibrator = calibrator if calibrator is not None else dag_calibrator()
         self.maintenance_interval = maintenance_interval
         self.reclaimer = Reclaimer(
             self._reclaim_budget,
             soft_fraction=reclaim_soft_fraction,
             hard_fraction=reclaim_hard_fraction,
             min_interval=reclaim_min_interval,
+            hard_min_interval=reclaim_hard_min_interval,
+            max_time_share=reclaim_max_time_share,
             timer=timer,
             on_collect=self._on_collect,
         )
-        self._last_maintenance = timer()
+        self.critical_sections = frozenset(critical_sections)
+        self.deferred_for_critical_section = 0
+        # DAGs picked for a deep measurement as they left the cache, measured by the maintenance
+        # step (off the lookup path); held only until then.
+        self._queued_samples: list[tuple[Any, int]] = []
+        self._last_maintenance = self._created = timer()
+        self.maintenance_seconds = 0.0  # in maintain(), besides collections, trims and calibration
         self._sent_gauges: dict[str, int] = {}
         # Every gauge is re-sent this often even if unchanged: a backend configured after the
         # bag was built (the scheduler initializes its stats client later) still gets them all.
         self.gauge_resend_interval = 30.0
         self._last_full_send = timer()
         self._maintaining = threading.Lock()
+        self._samples_lock = threading.Lock()
         if background:
             _Maintainer.register(self)
 
@@ -194,19 +209,60 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
     def uncollected_bytes(self) -> int:
         return self.reclaimer.refresh()
 
+    def snapshot(self) -> BagSnapshot:
+        """What the bag holds and has done, as plain values (the one API profiling reads)."""
+        cache = self._cache
+        with cache._lock:  # one consistent view: cached_bytes == the sum of the entries' weights
+            entries = tuple(
+                CachedDag(str(key), getattr(e.value.dag, "dag_id", ""), e.weight, e.value.serialized_bytes)
+                for key, e in cache._data.items()
+            )
+            s = cache.stats()
+        return BagSnapshot(
+            max_bytes=s.maxsize,
+            cached_bytes=sum(e.weight for e in entries),
+            uncollected_bytes=self.reclaimer.refresh(),
+            entries=entries,
+            hits=s.hits,
+            misses=s.misses,
+            loads=s.loads,
+            rejections=s.rejections,
+            evictions=s.evictions_size + s.evictions_expired,
+            weighing=self.weighing_state(),
+            reclaim=self.reclaim_state(),
+        )
+
+    def weighing_state(self) -> dict:
+        return self.calibrator.state()
+
+    def overhead_seconds(self) -> float:
+        rc = self.reclaimer
+        return (rc.total_ms + rc.trim_ms) / 1000.0 + self.calibrator.seconds_measuring + self.maintenance_seconds
+
+    def reclaim_state(self) -> dict:
+        rc = self.reclaimer
+        state = rc.state()
+        state["calibration_seconds"] = self.calibrator.seconds_measuring
+        state["maintenance_seconds"] = self.maintenance_seconds
+        state["elapsed_seconds"] = self._timer() - self._created
+        state["deferred_for_critical_section"] = self.deferred_for_critical_section
+        overhead = self.overhead_seconds()
+        state["overhead_seconds"] = overhead
+        state["overhead_share"] = overhead / state["elapsed_seconds"] if state["elapsed_seconds"] > 0 else 0.0
+        return state
+
     def describe(self) -> str:
         budget = "no byte cap" if self.max_bytes is None else format_size(self.max_bytes)
         return f"budget={budget}, ttl={'off' if self.ttl is None else f'{self.ttl:g}s'}, policy={self.policy}"
 
     # -- loading ---------------------------------------------------------------------------
     def _weigh(self, dag: SerializedDAG, size: int) -> int:
-        # Fresh DAGs only seed the ratio (its warm-up); after that the calibrator samples DAGs as
-        # they leave the cache (``_on_evict``), because a DAG the scheduler has worked with is
-        # bigger than a fresh one -- measured 20% (walk/JSON 7.8-8.1 against 6.1-6.8 fresh, at
-        # every size) -- and it is the used size that the budget has to bound.
-        if self.calibrator.seen < self.calibrator.warmup:
-            self.calibrator.observe(dag, size)
-        return int(self.calibrator.weight(size, default_ratio=self.default_ratio))
+        """Bytes to charge for ``dag`` (``size``: its serialized JSON length), by the fitted model.
+
+        No deep measurement here: samples are taken by the maintenance step from DAGs the
+        scheduler has used (``_first_hit``, ``_on_evict``), because a DAG it has worked with is
+        bigger than a fresh one and that is what the budget has to bound."""
+        return self.calibrator.weight(dag_features(dag, size))
 
     def _load(self, version_id: UUID | str, session: Session) -> _Entry:
         from airflow.models.serialized_dag import SerializedDagModel
@@ -273,6 +329,8 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         entry, loaded = self._lookup(version_id, session)
         now = self._timer()
         if entry is not None and not loaded:
+            if not entry.used:
+                self._first_hit(entry)
             if now - entry.last_validated < self._revalidation_interval:
                 self._on_cache_hit()
                 self._maybe_maintain(now)
@@ -347,10 +405,38 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         elif cause is EvictionCause.EXPIRED:
             stats.incr(f"{self._stats_prefix}.cache_evictions_expired")
         else:
-            return  # replaced or deleted: possibly never used, so not a sample
-        # The first used DAG measured replaces the warm-up's fresh ones.
-        if self.calibrator.observe(value.dag, value.serialized_bytes, restart=not self._calibrated_on_used):
-            self._calibrated_on_used = True
+            return  # replaced or deleted: not what the budget has to bound
+        if not value.used:
+            return  # evicted before any hit: as fresh as at load, not what a cached DAG weighs
+        if self.calibrator.seen >= self.calibrator.warmup and self.calibrator.should_sample(dag_features(value.dag, value.serialized_bytes)):
+            self._queue_sample(value)
+
+    def _first_hit(self, entry: _Entry) -> None:
+        # The warm-up: the first few DAGs to be served a second time are sampled (once the
+        # scheduler has worked with them), so the model fits used DAGs before any eviction.
+        entry.used = True
+        if self.calibrator.seen < self.calibrator.warmup and self.calibrator.should_sample():
+            self._queue_sample(entry)
+
+    def _queue_sample(self, entry: _Entry) -> None:
+        with self._samples_lock:
+            self._queued_samples.append((entry.dag, entry.serialized_bytes))
+
+    def _measure_queued_samples(self) -> None:
+        with self._samples_lock:
+            queued, self._queued_samples = self._queued_samples, []
+        for dag, json_bytes in queued:
+            self.calibrator.measure_and_record(dag, dag_features(dag, json_bytes))
+
+    def reset_locks_after_fork(self) -> None:
+        self._maintaining = threading.Lock()
+        self._samples_lock = threading.Lock()
+        self._queued_samples = []
+        self._lock = threading.RLock()  # Airflow's bag lock (clear_cache, revalidation)
+        self._cache._lock = threading.RLock()
+        self._cache._flights = {}  # loads in flight in the parent's other threads never land here
+        self.calibrator.reset_locks_after_fork()
+        self.reclaimer.reset_locks_after_fork()
 
     def _reclaim_budget(self) -> int:
         maxsize = self._cache.maxsize
@@ -366,41 +452,70 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
     def _on_cache_size(self, *, rate: float = 1.0) -> None:
         self._maybe_maintain(self._timer())
 
-    # -- maintenance: expiry, reclaim, gauges (rate-limited; never per hit) --------------------
+    # -- maintenance: expiry and gauges (rate-limited, never per hit); reclaim (never on a lookup) --
     def _maybe_maintain(self, now: float, *, loaded: bool = False) -> None:
         if now - self._last_maintenance >= self.maintenance_interval:
-            self.maintain(now=now)
-        elif loaded and self.reclaimer.uncollected:
-            # Only loads evict for size: check the reclaim trigger right after one.
-            self.reclaimer.maybe_collect()
+            self.maintain(now=now, reclaim=False)
 
-    def maintain(self, *, now: float | None = None, force: bool = False) -> None:
-        """Drop expired entries, reclaim evicted memory if due, return freed heap to the OS after
-        a full collection (at most every ``reclaimer.trim_interval`` s), send changed gauges.
+    def maintain(self, *, now: float | None = None, force: bool = False, reclaim: bool = True) -> None:
+        """Drop expired entries and send changed gauges (at most every ``maintenance_interval``
+        seconds, unless ``force``: then every gauge now); with ``reclaim``, also take the
+        deep-size samples queued by evictions, reclaim evicted memory if due and return freed
+        heap to the OS after a full collection.
 
-        Called from lookups (at most every ``maintenance_interval`` seconds of the bag's timer)
-        and from a daemon thread once a second, so gauges and TTL expiry stay current while the
-        scheduler is idle. ``force`` sends every gauge now.
+        Lookups call it without ``reclaim`` (at most every ``maintenance_interval`` seconds of the
+        bag's timer); the daemon thread calls it with ``reclaim`` once a second, so nothing that
+        pauses the process runs on a lookup, and gauges and TTL expiry stay current while the
+        scheduler is idle.
         """
         if not self._maintaining.acquire(blocking=force):
             return  # another thread is on it
+        started = time.perf_counter()
+        counted_apart = 0.0  # collections, trims and calibration are counted on their own
         try:
             now = self._timer() if now is None else now
             if force or now - self._last_maintenance >= self.maintenance_interval:
                 self._last_maintenance = now
                 if self._cache.ttl is not None:
                     self._cache.expire()
-                self.reclaimer.maybe_collect()
-                trim_ms = self.reclaimer.maybe_trim()
-                if trim_ms is not None:
-                    stats.timing(f"{self._stats_prefix}.cache_trim_duration", trim_ms)
                 if now - self._last_full_send >= self.gauge_resend_interval:
                     force = True
                 if force:
                     self._last_full_send = now
                 self.flush_gauges(force=force)
+            if reclaim:
+                counted_apart = self._reclaim_step()
         finally:
+            self.maintenance_seconds += max(0.0, time.perf_counter() - started - counted_apart)
             self._maintaining.release()
+
+    def _reclaim_step(self) -> float:
+        """Calibrate on queued samples, collect and trim if due; the seconds that took."""
+        rc = self.reclaimer
+        before = rc.total_ms / 1000.0 + rc.trim_ms / 1000.0 + self.calibrator.seconds_measuring
+        self._measure_queued_samples()
+        if rc.uncollected and rc.wanted():
+            if self._in_critical_section():
+                self.deferred_for_critical_section += 1
+            else:
+                rc.maybe_collect()
+        trim_ms = rc.maybe_trim()
+        if trim_ms is not None:
+            stats.timing(f"{self._stats_prefix}.cache_trim_duration", trim_ms)
+        return rc.total_ms / 1000.0 + rc.trim_ms / 1000.0 + self.calibrator.seconds_measuring - before
+
+    def _in_critical_section(self) -> bool:
+        """Whether any thread is inside one of ``critical_sections`` (a collection started now
+        would stall it there: the GIL is held for the whole collection)."""
+        names = self.critical_sections
+        if not names:
+            return False
+        for frame in sys._current_frames().values():
+            while frame is not None:
+                if frame.f_code.co_name in names:
+                    return True
+                frame = frame.f_back
+        return False
 
     def gauges(self) -> dict[str, int]:
         s = self._cache.stats()
@@ -409,6 +524,9 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             "cache_bytes": s.currsize,
             "cache_max_bytes": s.maxsize or 0,
             "cache_uncollected_bytes": self.reclaimer.refresh(),
+            # the cache's own time (collections, trims, calibration, maintenance) so far, in ms:
+            # its rate over the scheduler's wall time is the cache's overhead share
+            "cache_overhead_ms": round(self.overhead_seconds() * 1000.0),
         }
 
     def flush_gauges(self, *, force: bool = False) -> dict[str, int]:
@@ -454,8 +572,16 @@ class _Maintainer:
 
 
 def _reset_after_fork() -> None:
+    """In a forked child (LocalExecutor forks the scheduler while the maintenance thread may hold
+    a lock): only the forking thread survives, so every lock another thread held stays locked
+    forever. Give each live bag, and the maintainer, fresh ones; the child starts its own thread
+    if it builds or registers a bag."""
+    inherited = list(_Maintainer._bags)
+    _Maintainer._lock = threading.Lock()
     _Maintainer._thread = None
-    _Maintainer._bags = weakref.WeakSet()
+    _Maintainer._bags = weakref.WeakSet()  # the parent's thread maintains them, not the child's
+    for bag in inherited:
+        bag.reset_locks_after_fork()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -8,12 +8,15 @@ evicted since the last full collection (whoever ran it: the collector's generati
 and runs ``gc.collect()`` itself when that total passes a fraction of the budget:
 
 * ``soft_fraction`` of the budget, at most once per ``min_interval`` seconds;
-* ``hard_fraction`` of the budget, regardless of the interval (bounded by construction: to get
-  there, a budget's worth of DAGs must have been read and deserialized, which costs far more
-  than one collection).
+* ``hard_fraction`` of the budget, at most once per ``hard_min_interval`` seconds;
 
-So live + uncollected bytes stay within ``budget * (1 + hard_fraction)`` plus one entry, and
-normally within ``budget * (1 + soft_fraction)``. Each collection's wall time is recorded.
+and in either case only while its collections so far (plus one more like the last) stay within
+``max_time_share`` of the time since it started. A collection holds the GIL for its whole length
+(~0.1-1 s in a scheduler), stalling every thread, so where it runs matters: never on a lookup,
+always from the bag's maintenance step, which skips while the scheduler is inside its critical
+section. With the caps, live + uncollected bytes normally stay within ``budget * (1 +
+soft_fraction)``; when evictions outrun the caps the excess waits for the next allowed
+collection (or Python's own full collection, which frees the same bytes).
 
 Collected is not returned either: glibc keeps freed blocks (everything over pymalloc's 512-byte
 limit: task dicts, long strings) inside its heap, and only ever gives back the top of it. After a
@@ -24,6 +27,7 @@ seconds -- :meth:`Reclaimer.maybe_trim` calls ``malloc_trim(0)`` so the freed pa
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import gc
 import sys
@@ -31,7 +35,10 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Reclaimer", "malloc_trim"]
+__all__ = ["Reclaimer", "malloc_trim", "percentile"]
+
+#: Collection pauses kept for the distribution (the most recent ones).
+PAUSES_KEPT = 4096
 
 
 def _find_malloc_trim() -> Callable[[], object] | None:
@@ -55,7 +62,14 @@ def _full_collections() -> int:
 
 
 class Reclaimer:
-    """Tracks bytes evicted since the last full collection and collects when they pile up."""
+    """Tracks bytes evicted since the last full collection and collects when they pile up.
+
+    Not on anyone's lookup path: the bag calls :meth:`maybe_collect` from its maintenance step
+    (a daemon thread, at a point where the scheduler is outside its critical section). Whatever
+    the budget, its own collections are capped at one per ``hard_min_interval`` seconds and at
+    ``max_time_share`` of the time since it was created (counted with the same ``timer``), so a
+    small budget on a large heap cannot turn into back-to-back collections.
+    """
 
     def __init__(
         self,
@@ -64,8 +78,11 @@ class Reclaimer:
         soft_fraction: float = 0.25,
         hard_fraction: float = 0.5,
         min_interval: float = 30.0,
+        hard_min_interval: float = 10.0,
+        max_time_share: float = 0.01,
         timer: Callable[[], float] = time.monotonic,
         on_collect: Callable[[float, int], None] | None = None,
+        collect: Callable[[], object] = gc.collect,
         trim: Callable[[], object] | None = malloc_trim,
         trim_interval: float = 10.0,
     ) -> None:
@@ -73,29 +90,43 @@ class Reclaimer:
             raise ValueError(f"need 0 < soft_fraction <= hard_fraction, got {soft_fraction}, {hard_fraction}")
         if min_interval < 0:
             raise ValueError(f"min_interval must be >= 0, got {min_interval}")
+        if hard_min_interval < 0:
+            raise ValueError(f"hard_min_interval must be >= 0, got {hard_min_interval}")
+        if not 0 < max_time_share <= 1:
+            raise ValueError(f"max_time_share must be in (0, 1], got {max_time_share}")
         if trim_interval < 0:
             raise ValueError(f"trim_interval must be >= 0, got {trim_interval}")
         self._budget = budget
         self.soft_fraction = soft_fraction
         self.hard_fraction = hard_fraction
         self.min_interval = min_interval
+        self.hard_min_interval = hard_min_interval
+        self.max_time_share = max_time_share
         self._timer = timer
         self._on_collect = on_collect
+        self._collect = collect
         self._lock = threading.Lock()
         self._collecting = False
         self.uncollected = 0  # bytes evicted since the last full collection
         self.collections = 0  # collections this reclaimer ran
         self.total_ms = 0.0
         self.last_ms: float | None = None
+        self.pauses_ms: collections.deque[float] = collections.deque(maxlen=PAUSES_KEPT)
+        self.deferred_for_time = 0  # due, but the interval or time-share cap said wait
         self.full_collections_seen = 0  # any generation-2 collection, ours or not
         self._full_count = _full_collections()
-        self._last_collect = timer()
+        self._started = self._last_collect = timer()
         self._trim = trim
         self.trim_interval = trim_interval
         self.trims = 0
         self.trim_ms = 0.0
         self._trimmed_at = self._full_count  # the full-collection count at the last trim
-        self._last_trim = timer()
+        self._last_trim = self._started
+
+    def reset_locks_after_fork(self) -> None:
+        """In a forked child: a lock held by another thread of the parent would never be released."""
+        self._lock = threading.Lock()
+        self._collecting = False
 
     def refresh(self) -> int:
         """Forget what a full collection (anyone's) has freed since we last looked; return the rest."""
@@ -119,18 +150,34 @@ class Reclaimer:
             self._notice_other_collections()
             self.uncollected += nbytes
 
-    def due(self) -> bool:
+    def wanted(self) -> bool:
+        """Whether enough evicted bytes wait for a collection (the caps aside)."""
         budget = max(int(self._budget()), 1)
         uncollected = self.uncollected
         if uncollected >= self.hard_fraction * budget:
             return True
         return uncollected >= self.soft_fraction * budget and self._timer() - self._last_collect >= self.min_interval
 
+    def allowed(self) -> bool:
+        """Whether the caps let a collection run now: one per ``hard_min_interval`` seconds, and
+        the collections so far plus one more like the last within ``max_time_share`` of the time."""
+        now = self._timer()
+        if now - self._last_collect < self.hard_min_interval:
+            return False
+        expected_ms = self.last_ms or 0.0
+        return (self.total_ms + expected_ms) / 1000.0 <= self.max_time_share * (now - self._started)
+
+    def due(self) -> bool:
+        return self.wanted() and self.allowed()
+
     def maybe_collect(self) -> float | None:
         """Collect if due; return the collection's wall time in ms, or None. Call with no locks held."""
         with self._lock:
             self._notice_other_collections()
-        if not self.uncollected or not self.due():
+        if not self.uncollected or not self.wanted():
+            return None
+        if not self.allowed():
+            self.deferred_for_time += 1
             return None
         with self._lock:
             if self._collecting:
@@ -138,9 +185,9 @@ class Reclaimer:
             self._collecting = True
         try:
             freed_estimate = self.uncollected
-            start = time.perf_counter()
-            gc.collect()
-            ms = (time.perf_counter() - start) * 1000.0
+            start = self._timer()
+            self._collect()
+            ms = (self._timer() - start) * 1000.0
         finally:
             with self._lock:
                 self._collecting = False
@@ -148,10 +195,11 @@ class Reclaimer:
             self.uncollected = 0
             self._full_count = _full_collections()
         self._last_collect = self._timer()
-        self._trim_now()  # timed on its own (trims, trim_ms), not as part of the collection
         self.collections += 1
         self.total_ms += ms
         self.last_ms = ms
+        self.pauses_ms.append(ms)
+        self._trim_now()  # timed on its own (trims, trim_ms), not as part of the collection
         if self._on_collect is not None:
             self._on_collect(ms, freed_estimate)
         return ms
@@ -169,10 +217,35 @@ class Reclaimer:
         if self._trim is None:
             return None
         self._trimmed_at = _full_collections()
-        start = time.perf_counter()
+        start = self._timer()
         self._trim()
-        ms = (time.perf_counter() - start) * 1000.0
+        ms = (self._timer() - start) * 1000.0
         self._last_trim = self._timer()
         self.trims += 1
         self.trim_ms += ms
         return ms
+
+    def state(self) -> dict:
+        """JSON-able counters: collections and their pauses, trims."""
+        pauses = sorted(self.pauses_ms)
+        return {
+            "collections": self.collections,
+            "collection_seconds": self.total_ms / 1000.0,
+            "pauses_ms": list(self.pauses_ms),
+            "pause_p50_ms": percentile(pauses, 50),
+            "pause_p99_ms": percentile(pauses, 99),
+            "pause_max_ms": pauses[-1] if pauses else None,
+            "trims": self.trims,
+            "trim_seconds": self.trim_ms / 1000.0,
+            "uncollected_bytes": self.uncollected,
+            "full_collections_seen": self.full_collections_seen,
+            "deferred_for_time": self.deferred_for_time,
+        }
+
+
+def percentile(sorted_values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending list, or None if it is empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * pct // 100))  # ceil
+    return sorted_values[int(rank) - 1]
