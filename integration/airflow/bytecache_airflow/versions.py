@@ -22,6 +22,10 @@ on 3.3 it subclasses ``CachedDBDagBag``; on 3.1 and 3.2 it subclasses :class:`_C
 revalidation window, ``dag_hash`` query), so the byte budget, TTL, policy, ``dag_hash``
 revalidation, single flight, reclaim and metrics are the same code and the same metric names
 everywhere. Which version a run resolves to (``_version_from_dag_run``) stays each release's own.
+The other per-release facts: where Airflow's stats client lives (if a patch release moves it,
+one warning and no metrics rather than a scheduler that cannot start), which class deserializes
+a stored DAG (``SerializedDAG`` on 3.1, ``DagSerialization`` since 3.2), and where the parsing
+``BundleDagBag`` lives (the tests and profiling parse with it).
 
 3.0 is not supported: its scheduler builds a ``SchedulerDagBag`` defined inside the runner module
 and reads it with ``get_dag(dag_run=...)``, another read method and another key. On 3.0, as on
