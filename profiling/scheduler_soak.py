@@ -724,7 +724,9 @@ def write_summary(out: Path, args, spec: WorkloadSpec, results: list[RunResult],
         "",
         f"Command: `{' '.join(sys.argv)}`",
         "",
-        f"Airflow {args.airflow_version} ({BIN / 'python'}). {describe_workload(spec, setup, active_bytes)}; "
+        f"Airflow {args.airflow_version} ({BIN / 'python'}).",
+        "",
+        f"{describe_workload(spec, setup, active_bytes)}; "
         f"budget {_mb(budget)} MB; each run {args.duration:.0f} s, warm-up {warmup:.0f} s; "
         f"`[core] min_serialized_dag_update_interval` {args.min_update_interval} s; memray "
         f"{'off' if args.no_memray else ('detailed (native + python allocators)' if args.memray_detailed else 'on (`memray_trace_components = scheduler`)')}.",
@@ -967,7 +969,11 @@ def main(argv=None) -> int:
         reference = None
         if args.reference_from:
             reference = load_reference(args.reference_from)
-            theirs = workload_line((args.reference_from / "summary.md").read_text())
+            their_summary = (args.reference_from / "summary.md").read_text()
+            their_airflow = next((x.split()[1] for x in their_summary.splitlines() if x.startswith("Airflow ")), None)
+            if their_airflow not in (None, args.airflow_version):  # None: a report from before the line existed
+                raise ValueError(f"--reference-from {args.reference_from}: Airflow {their_airflow}, not {args.airflow_version}")
+            theirs = workload_line(their_summary)
             if theirs != describe_workload(spec, setup, active_bytes):
                 raise ValueError(f"--reference-from {args.reference_from}: another workload:\n  {theirs}\n  {describe_workload(spec, setup, active_bytes)}")
             configs = [c for c in configs if c != "reference"]
