@@ -20,12 +20,11 @@ from bytecache_airflow.versions import current
 
 
 def _app_after_startup():
-    from airflow import plugins_manager
     from airflow.api_fastapi.app import create_app
 
     from starlette.testclient import TestClient
 
-    plugins_manager.get_fastapi_plugins.cache_clear()  # read the plugin's middlewares again
+    helpers.forget_fastapi_plugins()  # read the plugin's middlewares again
     app = create_app(apps="core,execution")
     with TestClient(app):  # runs the lifespan: the first ASGI event the middleware sees
         return app

@@ -238,11 +238,7 @@ def test_other_methods_keep_airflow_behaviour(airflow_db):
 
 
 def test_compressed_serialized_dags_weigh_uncompressed_length(airflow_db, monkeypatch):
-    from airflow.models import serialized_dag
-
-    # the module's copy of [core] compress_serialized_dags (3.1 imports it from airflow.settings)
-    flag = next(n for n in ("_COMPRESS_SERIALIZED_DAGS", "COMPRESS_SERIALIZED_DAGS") if hasattr(serialized_dag, n))
-    monkeypatch.setattr(serialized_dag, flag, True)
+    helpers.compress_serialized_dags(monkeypatch)
     dag_id = "compressed"
     path = helpers.write_dag_file(airflow_db["dags"], dag_id, 50)
     helpers.parse_and_sync(path)
@@ -382,9 +378,7 @@ def _statements(run):
 def test_a_load_is_one_round_trip_and_one_decompression(airflow_db, monkeypatch, compressed):
     import zlib
 
-    from airflow.models import serialized_dag
-
-    monkeypatch.setattr(serialized_dag, "_COMPRESS_SERIALIZED_DAGS", compressed)
+    helpers.compress_serialized_dags(monkeypatch, compressed)
     dag_id = f"one_trip_{compressed}"
     helpers.parse_and_sync(helpers.write_dag_file(airflow_db["dags"], dag_id, 40))
     version = helpers.latest_version_id(dag_id)

@@ -89,6 +89,7 @@ class ReleaseLine:
         """The class :class:`~bytecache_airflow.dagbag.ByteBoundedDagBag` subclasses."""
         return self._bag_base()
 
+    @functools.cache  # noqa: B019 (a handful of module-level instances: nothing to leak)
     def stats(self) -> Any:
         """Airflow's stats client (``incr`` / ``gauge`` / ``timing``), as Airflow's own bag uses it.
 
