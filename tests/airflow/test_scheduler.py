@@ -237,6 +237,8 @@ def test_airflow_scheduler_subprocess_logs_startup_line_and_completes_a_run(db_c
         "AIRFLOW__METRICS__STATSD_PORT": str(listener.port),
     })
     assert _tiny_run_state(db_copy["db"]) == "running"
+    with sqlite3.connect(str(db_copy["db"])) as conn:
+        dags_running = conn.execute("SELECT count(DISTINCT dag_id) FROM dag_run WHERE state = 'running'").fetchone()[0]
     try:
         proc = helpers.run_airflow(["scheduler", "--num-runs", "10", "--skip-serve-logs"], env=env, timeout=240,
                                    cwd=db_copy["dir"])
@@ -251,8 +253,9 @@ def test_airflow_scheduler_subprocess_logs_startup_line_and_completes_a_run(db_c
     assert _tiny_run_state(db_copy["db"]) == "success", output[-5000:]
     hits = _counter_total(lines, "airflow.scheduler.dag_bag.cache_hit")
     misses = _counter_total(lines, "airflow.scheduler.dag_bag.cache_miss")
-    # four DAGs with running runs: each loaded once, then served from the cache on later loops
-    assert 1 <= misses <= 8 and hits > misses, (hits, misses)
+    # each DAG with a running run is loaded once (the budget holds them all), then served from
+    # the cache on later loops
+    assert 1 <= misses <= dags_running and hits > misses, (hits, misses, dags_running)
     assert any(l.startswith("airflow.scheduler.dag_bag.cache_max_bytes:100663296|g") for l in lines)
     cache_bytes = [int(l.split(":")[1].split("|")[0]) for l in lines if l.startswith("airflow.scheduler.dag_bag.cache_bytes:")]
     assert cache_bytes and max(cache_bytes) > 0
