@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import types
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["deep_sizeof", "walk_sizeof", "LinearFit", "Calibrator"]
 
@@ -270,6 +270,7 @@ class Calibrator:
         self.measured_bytes = 0
         self.proxy_bytes = 0
         self.seconds_measuring = 0.0
+        self.coverage_samples: dict[str, int] = {}
 
     @property
     def samples(self) -> int:
@@ -285,13 +286,15 @@ class Calibrator:
         with self._lock:
             return max(0, round(self.model.predict(_as_features(features))))
 
-    def should_sample(self, features: Features | int | None = None) -> bool:
-        """Count one value (with ``features``, if known) and say whether to measure it."""
+    def should_sample(self, features: Features | int | None = None, coverage: Iterable[str] = ()) -> bool:
+        """Count one value and say whether to measure it. With its ``features`` (or ``coverage``
+        keys, for finer kinds than features tell apart, e.g. size ranges), a value of a kind
+        fewer than ``min_feature_samples`` samples have shown is measured out of turn."""
         with self._lock:
             self.seen += 1
             if self.seen <= self.warmup:
                 return True
-            if (self.seen - self.warmup) % self.every and not self._uncovered(features):
+            if (self.seen - self.warmup) % self.every and not self._uncovered(features, coverage):
                 return False
             elapsed = self.timer() - self._started
             if self.seconds_measuring > self.max_time_share * elapsed:
@@ -299,13 +302,18 @@ class Calibrator:
                 return False
             return True
 
-    def _uncovered(self, features: Features | int | None) -> bool:
-        if features is None or not self.min_feature_samples:
+    def _uncovered(self, features: Features | int | None, coverage: Iterable[str]) -> bool:
+        if not self.min_feature_samples:
+            return False
+        least = self.min_feature_samples
+        if any(self.coverage_samples.get(key, 0) < least for key in coverage):
+            return True
+        if features is None:
             return False
         counts = self.model.feature_samples
-        return any(x and counts.get(name, 0) < self.min_feature_samples for name, x in _as_features(features).items())
+        return any(x and counts.get(name, 0) < least for name, x in _as_features(features).items())
 
-    def record(self, measured_bytes: int, features: Features | int, seconds: float = 0.0) -> None:
+    def record(self, measured_bytes: int, features: Features | int, seconds: float = 0.0, coverage: Iterable[str] = ()) -> None:
         """Add one measurement (blended with the earlier ones)."""
         features = _as_features(features)
         with self._lock:
@@ -313,15 +321,17 @@ class Calibrator:
             if measured_bytes <= 0 or not any(features.values()):
                 return
             self.model.add(features, measured_bytes)
+            for key in coverage:
+                self.coverage_samples[key] = self.coverage_samples.get(key, 0) + 1
             if features.get("bytes"):
                 self.measured_bytes += measured_bytes
                 self.proxy_bytes += int(features["bytes"])
 
-    def measure_and_record(self, obj: Any, features: Features | int) -> int:
+    def measure_and_record(self, obj: Any, features: Features | int, coverage: Iterable[str] = ()) -> int:
         """Measure ``obj`` now (the caller decided it is a sample); return the bytes measured."""
         start = self.timer()
         measured = self.measure(obj)
-        self.record(measured, features, self.timer() - start)
+        self.record(measured, features, self.timer() - start, coverage)
         return measured
 
     def observe(self, obj: Any, features: Features | int) -> bool:
@@ -341,6 +351,7 @@ class Calibrator:
                 "seen": self.seen,
                 "skipped_for_time": self.skipped_for_time,
                 "seconds_measuring": self.seconds_measuring,
+                "coverage_samples": dict(self.coverage_samples),
                 "ratio": self.measured_bytes / self.proxy_bytes if self.proxy_bytes else None,
             }
 

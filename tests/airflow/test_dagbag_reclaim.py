@@ -155,3 +155,68 @@ def test_a_forked_child_inherits_no_held_lock(airflow_db):
     assert os.waitstatus_to_exitcode(status) == 0
     with create_session() as session:  # and the parent's bag still works
         assert bag.get_dag_for_run(runs[1], session=session) is not None
+
+
+def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic_gc):
+    from airflow._shared.observability.metrics import stats
+    from airflow.observability.metrics import stats_utils
+
+    listener = helpers.StatsdListener()
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    try:
+        clock = helpers.FakeClock()
+        runs, weights = runs_and_weights(airflow_db, clock)
+        bag = make_bag(clock, max_bytes=int(sum(weights) * 0.9), stats_prefix="scheduler.dag_bag", reclaim_hard_fraction=0.25)
+        clock.advance(60)
+        with create_session() as session:
+            for run in [runs[0], runs[0], runs[1], runs[0]]:  # a hit (a calibration sample), then churn
+                bag.get_dag_for_run(run, session=session)
+        bag.maintain(force=True)
+        assert bag.reclaimer.collections == 1 and bag.calibrator.samples == 1
+        gauges = bag.gauges()
+        assert gauges["cache_reclaim_pause_max_ms"] == round(bag.reclaimer.last_ms)
+        prefix = "airflow.scheduler.dag_bag."
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_reclaims:1|c"))
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_reclaim_duration:") and l.endswith("|ms"))
+        for name in ("cache_reclaim_pause_p50_ms", "cache_reclaim_pause_p99_ms", "cache_reclaim_pause_max_ms"):
+            assert listener.wait_for(lambda l, n=name: l == f"{prefix}{n}:{gauges[n]}|g"), (name, listener.lines)
+        assert listener.wait_for(lambda l: l == f"{prefix}cache_uncollected_bytes:0|g")  # sent after the collection
+        # the overhead so far (the step's own bookkeeping time is added after the send)
+        assert gauges["cache_overhead_ms"] > 0
+        assert listener.wait_for(lambda l: l.startswith(prefix + "cache_overhead_ms:") and 0 < int(l.split(":")[1].split("|")[0]) <= gauges["cache_overhead_ms"])
+    finally:
+        monkeypatch.undo()
+        from airflow._shared.observability.metrics.base_stats_logger import NoStatsLogger
+
+        stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+        listener.close()
+
+
+def test_the_maintenance_thread_starts_with_the_first_lookup_not_with_the_bag(airflow_db):
+    """The scheduler builds its bag before LocalExecutor forks its workers: no second thread may
+    exist by then (Python 3.12+ warns on fork with threads; a held lock would stay held)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import threading
+from airflow.utils.session import create_session
+import airflow_helpers as helpers
+from bytecache_airflow.dagbag import ByteBoundedDagBag
+
+def maintenance_threads():
+    return [t for t in threading.enumerate() if t.name == "bytecache-dagbag-maintenance"]
+
+bag = ByteBoundedDagBag(False, max_bytes="64MiB", stats_prefix="test.dag_bag")
+assert maintenance_threads() == [], "started with the bag"
+with create_session() as session:
+    bag.get_dag_for_run(helpers.get_run(session, {airflow_db["dags_by_size"][10]!r}), session=session)
+assert len(maintenance_threads()) == 1, "not started by the first lookup"
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), *sys.path]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -144,3 +144,19 @@ def test_bad_settings_are_refused(kwargs, message):
 @pytest.mark.skipif(malloc_trim is None, reason="no glibc malloc_trim here")
 def test_glibc_malloc_trim_is_callable():
     assert malloc_trim() in (0, 1)
+
+
+def test_no_collection_while_the_heap_is_frozen():
+    # LocalExecutor freezes the collector around its forks: evicted objects are then in the
+    # permanent generation, and a collection would free none of them (yet reset the count)
+    clock = helpers.FakeClock()
+    rc = make_reclaimer(clock, soft_fraction=0.5, hard_fraction=0.5)
+    clock.advance(60)
+    rc.add(600)
+    gc.freeze()
+    try:
+        assert rc.wanted() and rc.allowed() and rc.maybe_collect() is None
+        assert rc.collections == 0 and rc.uncollected == 600
+    finally:
+        gc.unfreeze()
+    assert rc.maybe_collect() is not None and rc.uncollected == 0

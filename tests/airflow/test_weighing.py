@@ -12,7 +12,7 @@ from airflow.models.serialized_dag import SerializedDagModel
 from airflow.utils.session import create_session
 
 from bytecache.measure import Calibrator, walk_sizeof
-from bytecache_airflow.weighing import dag_calibrator, dag_features
+from bytecache_airflow.weighing import coverage_keys, dag_calibrator, dag_features
 from profiling.workload import WEIGHING_CLASSES, write_class_dags
 
 MIX = ("bash_5", "python_50", "bash_500", "python_20_docs")
@@ -57,3 +57,8 @@ def test_features_count_tasks_per_operator_type(class_samples):
     assert by_class["bash_5"]["tasks:BashOperator"] == 5 and "tasks:PythonOperator" not in by_class["bash_5"]
     assert by_class["python_20_docs"]["tasks:PythonOperator"] == 20
     assert by_class["python_20_docs"]["bytes"] > 1_000_000 and by_class["bash_5"]["fixed"] == 1.0
+
+
+def test_coverage_keys_are_operator_type_by_decade_of_tasks():
+    features = {"fixed": 1.0, "bytes": 9e6, "tasks:BashOperator": 5.0, "tasks:PythonOperator": 2000.0, "tasks:X": 99.0}
+    assert coverage_keys(features) == ["tasks:BashOperator@1", "tasks:PythonOperator@1000", "tasks:X@10"]

@@ -199,3 +199,12 @@ def test_calibrator_samples_a_new_kind_of_value_soon():
     assert measured[-1] == "b0" and cal.model.feature_samples == {"a": 3, "b": 1}
     with pytest.raises(ValueError, match="min_feature_samples must be an int >= 0, got -1"):
         Calibrator(min_feature_samples=-1)
+
+
+def test_calibrator_coverage_keys_tell_kinds_apart_that_features_do_not():
+    measured = []
+    cal = Calibrator(warmup=0, every=100, min_feature_samples=1, measure=lambda obj: measured.append(obj) or 100, timer=Ticker())
+    for name, size in [("small", "x@1"), ("small2", "x@1"), ("big", "x@1000")]:
+        if cal.should_sample({"x": 1}, [size]):
+            cal.measure_and_record(name, {"x": 1}, [size])
+    assert measured == ["small", "big"] and cal.coverage_samples == {"x@1": 1, "x@1000": 1}

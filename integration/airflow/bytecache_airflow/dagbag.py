@@ -43,7 +43,7 @@ from bytecache.measure import Calibrator
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
 from bytecache_airflow.snapshot import BagSnapshot, CachedDag
-from bytecache_airflow.weighing import dag_calibrator, dag_features
+from bytecache_airflow.weighing import coverage_keys, dag_calibrator, dag_features
 from bytecache_airflow.versions import current as _release_line
 
 _RELEASE = _release_line()  # UnsupportedAirflow on a release line we do not attach to
@@ -181,8 +181,13 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         self._last_full_send = timer()
         self._maintaining = threading.Lock()
         self._samples_lock = threading.Lock()
-        if background:
-            _Maintainer.register(self)
+        # The maintenance thread starts with the first lookup's housekeeping, not here: the
+        # scheduler builds its bag before its executor starts, and LocalExecutor forks all its
+        # workers at start -- a fork in a process with a second thread is what Python 3.12+
+        # warns about (and what can leave a lock held in the child).
+        self._background = background
+        self._registered = False
+        _LIVE_BAGS.add(self)
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -259,9 +264,9 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
     def _weigh(self, dag: SerializedDAG, size: int) -> int:
         """Bytes to charge for ``dag`` (``size``: its serialized JSON length), by the fitted model.
 
-        No deep measurement here: samples are taken by the maintenance step from DAGs the
-        scheduler has used (``_first_hit``, ``_on_evict``), because a DAG it has worked with is
-        bigger than a fresh one and that is what the budget has to bound."""
+        No deep measurement here (it costs about a deserialization): the maintenance thread
+        measures samples of DAGs the scheduler has used (``_first_hit``, ``_on_evict``) -- the
+        DAGs as the scheduler holds them are what the budget bounds."""
         return self.calibrator.weight(dag_features(dag, size))
 
     def _load(self, version_id: UUID | str, session: Session) -> _Entry:
@@ -408,8 +413,10 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             return  # replaced or deleted: not what the budget has to bound
         if not value.used:
             return  # evicted before any hit: as fresh as at load, not what a cached DAG weighs
-        if self.calibrator.seen >= self.calibrator.warmup and self.calibrator.should_sample(dag_features(value.dag, value.serialized_bytes)):
-            self._queue_sample(value)
+        if self.calibrator.seen >= self.calibrator.warmup:
+            features = dag_features(value.dag, value.serialized_bytes)
+            if self.calibrator.should_sample(features, coverage_keys(features)):
+                self._queue_sample(value)
 
     def _first_hit(self, entry: _Entry) -> None:
         # The warm-up: the first few DAGs to be served a second time are sampled (once the
@@ -426,7 +433,8 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         with self._samples_lock:
             queued, self._queued_samples = self._queued_samples, []
         for dag, json_bytes in queued:
-            self.calibrator.measure_and_record(dag, dag_features(dag, json_bytes))
+            features = dag_features(dag, json_bytes)
+            self.calibrator.measure_and_record(dag, features, coverage_keys(features))
 
     def reset_locks_after_fork(self) -> None:
         self._maintaining = threading.Lock()
@@ -474,17 +482,22 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         counted_apart = 0.0  # collections, trims and calibration are counted on their own
         try:
             now = self._timer() if now is None else now
-            if force or now - self._last_maintenance >= self.maintenance_interval:
+            housekeeping = force or now - self._last_maintenance >= self.maintenance_interval
+            if housekeeping:
                 self._last_maintenance = now
+                if self._background and not self._registered:
+                    self._registered = True
+                    _Maintainer.register(self)
                 if self._cache.ttl is not None:
                     self._cache.expire()
+            if reclaim:
+                counted_apart = self._reclaim_step()
+            if housekeeping:  # after the reclaim step: the gauges show what it did
                 if now - self._last_full_send >= self.gauge_resend_interval:
                     force = True
                 if force:
                     self._last_full_send = now
                 self.flush_gauges(force=force)
-            if reclaim:
-                counted_apart = self._reclaim_step()
         finally:
             self.maintenance_seconds += max(0.0, time.perf_counter() - started - counted_apart)
             self._maintaining.release()
@@ -527,6 +540,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             # the cache's own time (collections, trims, calibration, maintenance) so far, in ms:
             # its rate over the scheduler's wall time is the cache's overhead share
             "cache_overhead_ms": round(self.overhead_seconds() * 1000.0),
+            **self.reclaimer.pause_gauges(),
         }
 
     def flush_gauges(self, *, force: bool = False) -> dict[str, int]:
@@ -571,16 +585,19 @@ class _Maintainer:
                     log.exception("bytecache: DAG bag maintenance failed")
 
 
+#: Every bag of this process, for the lock reset in a forked child.
+_LIVE_BAGS: weakref.WeakSet[ByteBoundedDagBag] = weakref.WeakSet()
+
+
 def _reset_after_fork() -> None:
     """In a forked child (LocalExecutor forks the scheduler while the maintenance thread may hold
     a lock): only the forking thread survives, so every lock another thread held stays locked
     forever. Give each live bag, and the maintainer, fresh ones; the child starts its own thread
     if it builds or registers a bag."""
-    inherited = list(_Maintainer._bags)
     _Maintainer._lock = threading.Lock()
     _Maintainer._thread = None
     _Maintainer._bags = weakref.WeakSet()  # the parent's thread maintains them, not the child's
-    for bag in inherited:
+    for bag in list(_LIVE_BAGS):
         bag.reset_locks_after_fork()
 
 

@@ -179,6 +179,10 @@ class Reclaimer:
         if not self.allowed():
             self.deferred_for_time += 1
             return None
+        if gc.get_freeze_count():
+            # Between gc.freeze() and gc.unfreeze() (LocalExecutor around its forks) the evicted
+            # DAGs sit in the permanent generation: a collection would free none of them.
+            return None
         with self._lock:
             if self._collecting:
                 return None
@@ -240,6 +244,16 @@ class Reclaimer:
             "uncollected_bytes": self.uncollected,
             "full_collections_seen": self.full_collections_seen,
             "deferred_for_time": self.deferred_for_time,
+        }
+
+
+    def pause_gauges(self) -> dict[str, int]:
+        """Collections run and the p50/p99/max of their pauses in ms (0 before the first)."""
+        pauses = sorted(self.pauses_ms)
+        return {
+            "cache_reclaim_pause_p50_ms": round(percentile(pauses, 50) or 0),
+            "cache_reclaim_pause_p99_ms": round(percentile(pauses, 99) or 0),
+            "cache_reclaim_pause_max_ms": round(pauses[-1]) if pauses else 0,
         }
 
 

@@ -26,13 +26,15 @@ from typing import Any
 
 from bytecache.measure import Calibrator, LinearFit, walk_sizeof
 
-__all__ = ["dag_features", "DAG_PRIOR", "TASK_PRIOR", "dag_weighing_model", "dag_calibrator", "task_type_of"]
+__all__ = ["dag_features", "coverage_keys", "DAG_PRIOR", "OPERATOR_PRIORS", "TASK_PRIOR", "dag_weighing_model", "dag_calibrator", "task_type_of"]
 
 #: Prior coefficients (bytes per unit of each feature), from fits on fresh DAGs of the classes in
 #: ``profiling.workload.WEIGHING_CLASSES``.
 DAG_PRIOR = {"fixed": 8_000.0, "bytes": 1.4}
-#: Prior bytes per task of a type no sample has shown yet.
-TASK_PRIOR = 2_200.0
+#: Prior bytes per task of the common operator types (besides their JSON's share), and of any
+#: other type no sample has shown yet.
+OPERATOR_PRIORS = {"BashOperator": 2_700.0, "PythonOperator": 2_000.0, "EmptyOperator": 2_700.0}
+TASK_PRIOR = 2_400.0
 TASK_FEATURE = "tasks:"
 
 
@@ -50,7 +52,20 @@ def dag_features(dag: Any, json_bytes: int) -> dict[str, float]:
 
 
 def _prior_for(name: str) -> float:
-    return TASK_PRIOR if name.startswith(TASK_FEATURE) else 0.0
+    if not name.startswith(TASK_FEATURE):
+        return 0.0
+    return OPERATOR_PRIORS.get(name[len(TASK_FEATURE):], TASK_PRIOR)
+
+
+def coverage_keys(features: dict[str, float]) -> list[str]:
+    """Kinds of DAG the calibrator should have seen a few samples of: each operator type per
+    decade of task count (a fixed cost and a per-task cost are told apart only by samples of
+    several sizes)."""
+    return [
+        f"{name}@{10 ** (len(str(int(count))) - 1)}"
+        for name, count in features.items()
+        if name.startswith(TASK_FEATURE) and count >= 1
+    ]
 
 
 def dag_weighing_model() -> LinearFit:
@@ -61,8 +76,9 @@ def dag_calibrator(**kwargs: Any) -> Calibrator:
     """The bag's default calibrator: the DAG model, measured with the stdlib walker (pympler's
     import -- numpy -- and its scratch memory while it walks a 2,000-task DAG would land in the
     very RSS the budget bounds), at most ``max_time_share`` (0.5%) of the time after a warm-up
-    of three samples; a DAG with an operator type fewer than two samples have shown is sampled
-    when it leaves the cache, the others one in ``every``."""
+    of three samples; a DAG of a kind (operator type and decade of task count, see
+    :func:`coverage_keys`) fewer than two samples have shown is sampled when it leaves the cache,
+    the others one in ``every``."""
     kwargs.setdefault("model", dag_weighing_model())
     kwargs.setdefault("measure", walk_sizeof)
     kwargs.setdefault("warmup", 3)
