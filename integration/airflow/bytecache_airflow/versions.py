@@ -1,17 +1,14 @@
-"""Everything that differs between the Airflow releases the integration supports, in one table.
+"""Everything that differs between the Airflow releases the integration supports, in one place.
 
 Read from the released wheels (``airflow/models/dagbag.py`` and
 ``airflow/jobs/scheduler_job_runner.py`` of each):
 
-============  ==========================================  =====================================
-release line  the scheduler's bag (``SchedulerJobRunner``)   what that bag is
-============  ==========================================  =====================================
-3.1           ``DBDagBag(load_op_links=False)``           a plain dict, never evicted, and no
-                                                          staleness check (apache/airflow#65696)
-3.2           ``DBDagBag(load_op_links=False)``           the same dict (``DBDagBag`` accepts a
-                                                          ``cache_size`` the scheduler never passes)
-3.3           ``CachedDBDagBag(..., cache_size=512, ...)``  a 512-entry LRU, ``dag_hash`` checked
-============  ==========================================  =====================================
+* 3.1: ``DBDagBag(load_op_links=False)``, a plain dict, never evicted, with no staleness check
+  (apache/airflow#65696);
+* 3.2: ``DBDagBag(load_op_links=False)``, the same dict (``DBDagBag`` accepts a ``cache_size``
+  that the scheduler never passes);
+* 3.3: ``CachedDBDagBag(load_op_links=False, cache_size=512, cache_ttl=0, stats_prefix=...)``, a
+  512-entry LRU whose entries are re-checked against the DB's ``dag_hash``.
 
 In every line the runner calls a global of ``airflow.jobs.scheduler_job_runner`` bound to a class
 of ``airflow.models.dagbag`` (:attr:`ReleaseLine.builder`), reads through
