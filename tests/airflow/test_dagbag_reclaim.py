@@ -158,18 +158,17 @@ def test_a_forked_child_inherits_no_held_lock(airflow_db):
 
 
 def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic_gc):
-    from airflow._shared.observability.metrics import stats
-    from airflow.observability.metrics import stats_utils
+    from bytecache_airflow.versions import current
 
     listener = helpers.StatsdListener()
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
-    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    current().restart_stats()
     try:
         clock = helpers.FakeClock()
         runs, weights = runs_and_weights(airflow_db, clock)
-        bag = make_bag(clock, max_bytes=int(sum(weights) * 0.9), stats_prefix="scheduler.dag_bag", reclaim_hard_fraction=0.25)
+        bag = make_bag(clock, max_bytes=one_at_a_time(weights), stats_prefix="scheduler.dag_bag", reclaim_hard_fraction=0.25)
         clock.advance(60)
         with create_session() as session:
             for run in [runs[0], runs[0], runs[1], runs[0]]:  # a hit (a calibration sample), then churn
@@ -189,9 +188,7 @@ def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic
         assert listener.wait_for(lambda l: l.startswith(prefix + "cache_overhead_ms:") and 0 < int(l.split(":")[1].split("|")[0]) <= gauges["cache_overhead_ms"])
     finally:
         monkeypatch.undo()
-        from airflow._shared.observability.metrics.base_stats_logger import NoStatsLogger
-
-        stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+        current().restart_stats()  # [metrics] statsd_on is off again: no stats backend
         listener.close()
 
 

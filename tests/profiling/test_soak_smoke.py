@@ -56,10 +56,15 @@ def test_soak_end_to_end(tmp_path):
     assert their_report["misses"] > 0 and their_report["lookups"] >= their_report["hits"] + their_report["misses"]
     assert ours["versions"] > 0 and ours["misses"] > 0 and ours["loops"] >= 2
     assert 0 < ours["gauge"] <= BUDGET  # the cache bytes gauge arrived at the statsd listener
-    assert ours["memray_cache"] > 0 and ours["deep"] > 0  # memray and the deep size both saw the cache
+    assert ours["deep"] > 0  # the deep size saw the cache
     detail = report["deep_detail"]  # per cached entry: the gauge is exactly the sum of the weights
     assert len(detail) == report["deep_entries"] == report["gauges"]["cache_size"] > 0
     assert sum(d["weight"] for d in detail) == report["gauges"]["cache_bytes"]
-    for name in ("memray-flamegraph.html", "memray-stats.txt", "memray-summary.txt", "scheduler.log"):
-        assert (out / "bytecache" / name).stat().st_size > 0, name
+    assert (out / "bytecache" / "scheduler.log").stat().st_size > 0
+    if AIRFLOW >= (3, 2):  # Airflow's [profiling] memray_trace_components came with 3.2
+        assert ours["memray_cache"] > 0  # memray saw the cache too
+        for name in ("memray-flamegraph.html", "memray-stats.txt", "memray-summary.txt"):
+            assert (out / "bytecache" / name).stat().st_size > 0, name
+    else:
+        assert ours["memray_cache"] is None and not (out / "bytecache" / "memray-stats.txt").exists()
     assert (out / "bytecache" / "scheduler-trace.txt.gz").exists()
