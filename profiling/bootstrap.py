@@ -140,8 +140,14 @@ _trace: _TraceWriter | None = None
 
 
 def count_hits_and_misses(bag, counts: dict) -> None:
-    """Count a DAG bag's hits and misses into ``counts["hits"]`` / ``counts["misses"]``, through
-    the hooks every Airflow bag (and ours) calls once per lookup; set on the instance."""
+    """Count a DAG bag's hits and misses into ``counts["hits"]`` / ``counts["misses"]``; set on
+    the instance. Through the ``_on_cache_hit``/``_on_cache_miss`` hooks that Airflow 3.3's bags
+    (and ours, on every release) call once per lookup; Airflow 3.1/3.2's ``DBDagBag`` has no such
+    hooks, so there a lookup that deserializes (calls ``_read_dag``) is a miss and any other that
+    finds its DAG a hit."""
+    if not hasattr(bag, "_on_cache_hit"):
+        _count_by_reads(bag, counts)
+        return
     orig_hit, orig_miss = bag._on_cache_hit, bag._on_cache_miss
 
     def _on_hit(*a, **k):
@@ -153,6 +159,26 @@ def count_hits_and_misses(bag, counts: dict) -> None:
         return orig_miss(*a, **k)
 
     bag._on_cache_hit, bag._on_cache_miss = _on_hit, _on_miss
+
+
+def _count_by_reads(bag, counts: dict) -> None:
+    orig_get, orig_read = bag._get_dag, bag._read_dag
+    lookup = threading.local()
+
+    def _read_dag(serdag):
+        lookup.read = True
+        return orig_read(serdag)
+
+    def _get_dag(version_id, session):
+        lookup.read = False
+        dag = orig_get(version_id, session)
+        if lookup.read:
+            counts["misses"] += 1
+        elif dag is not None:
+            counts["hits"] += 1
+        return dag
+
+    bag._get_dag, bag._read_dag = _get_dag, _read_dag
 
 
 def _instrument_bag(bag) -> None:
@@ -261,6 +287,13 @@ def install() -> None:
 
     size = os.environ.get("BYTECACHE_PROFILE_DAG_CACHE_SIZE")
     if size is not None and size != "":
+        if not hasattr(sjr, "SCHEDULER_DAG_CACHE_SIZE"):
+            from airflow import __version__
+
+            raise SystemExit(
+                f"profiling.bootstrap: BYTECACHE_PROFILE_DAG_CACHE_SIZE={size} needs Airflow's "
+                f"SCHEDULER_DAG_CACHE_SIZE (3.3+); Airflow {__version__}'s scheduler has no entry cap to set"
+            )
         sjr.SCHEDULER_DAG_CACHE_SIZE = int(size)
     trace_path = os.environ.get("BYTECACHE_PROFILE_TRACE")
     if trace_path:
@@ -281,7 +314,7 @@ def install() -> None:
         _instrument_bag(bag)
         print(
             f"profiling.bootstrap: scheduler DAG bag {type(bag).__module__}.{type(bag).__name__} "
-            f"(store {type(bag._dags).__name__}, SCHEDULER_DAG_CACHE_SIZE={sjr.SCHEDULER_DAG_CACHE_SIZE})",
+            f"(store {type(bag._dags).__name__}, SCHEDULER_DAG_CACHE_SIZE={_scheduler_cache_size()})",
             file=sys.stderr,
             flush=True,
         )

@@ -681,7 +681,7 @@ def write_csv(out: Path, results: list[RunResult]) -> None:
                 w.writerow([r.name, f"{t:.1f}"])
 
 
-def plot(out: Path, results: list[RunResult], budget: int, warmup: float) -> None:
+def plot(out: Path, results: list[RunResult], budget: int, warmup: float, airflow_version: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -709,7 +709,7 @@ def plot(out: Path, results: list[RunResult], budget: int, warmup: float) -> Non
     ax.axvline(warmup / 60, color="black", lw=0.8, ls="-.", label="warm-up end")
     ax.set_xlabel("minutes since scheduler start")
     ax.set_ylabel("MB")
-    ax.set_title("airflow scheduler memory under DAG-version churn")
+    ax.set_title(f"Airflow {airflow_version} scheduler memory under DAG-version churn".replace("  ", " "))
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -723,6 +723,8 @@ def write_summary(out: Path, args, spec: WorkloadSpec, results: list[RunResult],
         f"# Scheduler soak {time.strftime('%Y-%m-%d %H:%M:%S')}",
         "",
         f"Command: `{' '.join(sys.argv)}`",
+        "",
+        f"Airflow {args.airflow_version} ({BIN / 'python'}).",
         "",
         f"{describe_workload(spec, setup, active_bytes)}; "
         f"budget {_mb(budget)} MB; each run {args.duration:.0f} s, warm-up {warmup:.0f} s; "
@@ -860,14 +862,44 @@ def parse_args(argv=None):
     ap.add_argument("--no-memray", action="store_true")
     ap.add_argument("--keep-bin", action="store_true", help="keep the memray .bin files in the report folder")
     ap.add_argument("--keep-work", action="store_true", help="keep the Airflow homes (printed at the end)")
+    ap.add_argument("--airflow", metavar="VERSION|PYTHON",
+                    help="run Airflow (db migrate, dag-processor, scheduler) from another environment: a version such as "
+                         "3.2.2 (the Makefile's .venv-3.2, `make venv-3.2`) or the path of that environment's python; "
+                         "default: this interpreter's")
     ap.add_argument("--reference-from", type=Path, help="take the reference run (r) from an earlier report folder on the same workload instead of running it")
     args = ap.parse_args(argv)
     return args
 
 
+def use_airflow(spec: str | None) -> tuple[str, int]:
+    """Point :data:`BIN` at the environment whose Airflow the soak runs; return that Airflow's
+    version and its scheduler's entry cap (``SCHEDULER_DAG_CACHE_SIZE``, 0 before 3.3: unbounded)."""
+    global BIN
+    if spec:
+        looks_like_path = os.sep in spec or spec.startswith(".")
+        python = Path(spec) if looks_like_path else ROOT / f".venv-{'.'.join(spec.split('.')[:2])}" / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(f"--airflow {spec}: no {python} (make venv-{'.'.join(spec.split('.')[:2])} builds it)")
+        BIN = python.parent  # not resolved: a venv's python is a symlink to the base interpreter
+    probe = ("import airflow, airflow.jobs.scheduler_job_runner as r; "
+             "print(airflow.__version__, getattr(r, 'SCHEDULER_DAG_CACHE_SIZE', 0))")
+    with tempfile.TemporaryDirectory(prefix="bytecache-soak-probe-") as home:  # Airflow may write a default airflow.cfg
+        r = subprocess.run([str(BIN / "python"), "-c", probe], capture_output=True, text=True, timeout=300,
+                           env=airflow_env(Path(home)))
+    if r.returncode:
+        raise SystemExit(f"--airflow {spec}: cannot import Airflow from {BIN / 'python'}:\n{r.stderr[-2000:]}")
+    version, cap = r.stdout.split()[-2:]
+    if spec and not looks_like_path and not (version + ".").startswith(spec + "."):
+        raise SystemExit(f"--airflow {spec}: {BIN / 'python'} has Airflow {version}")
+    LABELS["stock"] = f"(b) stock Airflow {version} ({f'{cap}-entry LRU' if int(cap) else 'unbounded DAG dict'})"
+    return version, int(cap)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from bytecache import parse_size
+
+    args.airflow_version, stock_cap = use_airflow(args.airflow)
 
     if args.quick and args.minutes is None:
         # (r) and (c) need about two minutes to reach their plateau (every run touched, the cache
@@ -893,6 +925,13 @@ def main(argv=None) -> int:
             return 2
     else:
         configs = ["unbounded", "reference", "bytecache"] if args.quick else list(CONFIGS)
+        if not stock_cap:  # before 3.3 the stock scheduler's cache is the unbounded one
+            configs = ["stock", "bytecache"]
+    needs_cap = [c for c in configs if c in ("unbounded", "reference")]
+    if needs_cap and not stock_cap:
+        print(f"configs {needs_cap} set Airflow 3.3's SCHEDULER_DAG_CACHE_SIZE; Airflow {args.airflow_version} has none "
+              "(its stock cache is already unbounded: use --configs stock,bytecache)", file=sys.stderr)
+        return 2
     mix = parse_size_mix(args.size_mix) if args.size_mix else (QUICK_SIZE_MIX if args.quick else DEFAULT_SIZE_MIX)
     spec = WorkloadSpec(
         n_dags=args.dags or (64 if args.quick else 250),
@@ -930,7 +969,11 @@ def main(argv=None) -> int:
         reference = None
         if args.reference_from:
             reference = load_reference(args.reference_from)
-            theirs = workload_line((args.reference_from / "summary.md").read_text())
+            their_summary = (args.reference_from / "summary.md").read_text()
+            their_airflow = next((x.split()[1] for x in their_summary.splitlines() if x.startswith("Airflow ")), None)
+            if their_airflow not in (None, args.airflow_version):  # None: a report from before the line existed
+                raise ValueError(f"--reference-from {args.reference_from}: Airflow {their_airflow}, not {args.airflow_version}")
+            theirs = workload_line(their_summary)
             if theirs != describe_workload(spec, setup, active_bytes):
                 raise ValueError(f"--reference-from {args.reference_from}: another workload:\n  {theirs}\n  {describe_workload(spec, setup, active_bytes)}")
             configs = [c for c in configs if c != "reference"]
@@ -949,7 +992,7 @@ def main(argv=None) -> int:
         if reference is not None and not any(r is reference for r in results):
             results.append(reference)
         write_csv(out, results)
-        plot(out, results, budget, warmup)
+        plot(out, results, budget, warmup, args.airflow_version)
         v = write_summary(out, args, spec, results, budget, warmup, active_bytes, setup)
         trace = out / "bytecache" / "scheduler-trace.txt.gz"
         print((out / "summary.md").read_text(), flush=True)

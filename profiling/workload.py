@@ -414,6 +414,21 @@ def start_running_run(dag, run_id: str, session, *, now=None):
     )
 
 
+def parse_into_db(path: Path | str, bundle_path: Path | str, bundle_name: str = BUNDLE_NAME) -> list[str]:
+    """Parse a DAG file or folder of bundle ``bundle_name`` and write its serialized DAGs, as the
+    dag processor would; return the DAG ids. Raises on an import error."""
+    from airflow.utils.session import create_session
+
+    from bytecache_airflow.versions import current
+
+    bag, sync_bag_to_db = current().parse_bundle(path, bundle_path, bundle_name)
+    if bag.import_errors:
+        raise RuntimeError(f"DAGs failed to import: {bag.import_errors}")
+    with create_session() as session:
+        sync_bag_to_db(bag, bundle_name, None, session=session)
+    return list(bag.dags)
+
+
 def prepare_db(folder: Path | str, spec: WorkloadSpec) -> dict:
     """Parse ``folder`` once, write the serialized DAGs, unpause, pool 0, create the runs.
 
@@ -432,7 +447,6 @@ def prepare_folder(folder: Path | str, run_dag_ids: list[str]) -> dict:
     from sqlalchemy import func, select, update
 
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
     from airflow.models.dag import DagModel
     from airflow.models.dag_version import DagVersion
     from airflow.models.pool import Pool
@@ -444,12 +458,7 @@ def prepare_folder(folder: Path | str, run_dag_ids: list[str]) -> dict:
     folder = Path(folder)
     with create_session() as session:
         DagBundlesManager().sync_bundles_to_db(session=session)
-    bag = BundleDagBag(str(folder), bundle_path=folder, bundle_name=BUNDLE_NAME)
-    if bag.import_errors:
-        raise RuntimeError(f"workload DAGs failed to import: {bag.import_errors}")
-    with create_session() as session:
-        sync_bag_to_db(bag, BUNDLE_NAME, None, session=session)
-    del bag
+    parse_into_db(folder, folder)
     runs = 0
     with create_session() as session:
         session.execute(update(DagModel).values(is_paused=False))

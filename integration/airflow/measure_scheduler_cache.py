@@ -28,7 +28,8 @@ from pathlib import Path
 
 # The embedded-Airflow set-up is the profiling workload's; this script runs from a checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from profiling.workload import airflow_env, start_running_run  # noqa: E402
+from profiling.bootstrap import count_hits_and_misses  # noqa: E402
+from profiling.workload import airflow_env, parse_into_db, start_running_run  # noqa: E402
 
 DAG_FILE = '''\
 from datetime import datetime
@@ -66,7 +67,6 @@ def prepare(home: Path, n_dags: int, n_tasks: int) -> None:
     from datetime import datetime, timezone
 
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
     from airflow.models.dag import DagModel
     from airflow.models.pool import Pool
     from airflow.models.serialized_dag import SerializedDagModel
@@ -75,9 +75,7 @@ def prepare(home: Path, n_dags: int, n_tasks: int) -> None:
 
     with create_session() as session:
         DagBundlesManager().sync_bundles_to_db(session=session)
-    bag = BundleDagBag(str(home / "dags"), bundle_path=home / "dags", bundle_name="dags-folder")
-    with create_session() as session:
-        sync_bag_to_db(bag, "dags-folder", None, session=session)
+    parse_into_db(home / "dags", home / "dags", "dags-folder")
     with create_session() as session:
         session.execute(update(DagModel).values(is_paused=False))
         Pool.create_or_update_pool("default_pool", slots=0, description="", include_deferred=False, session=session)
@@ -108,6 +106,7 @@ def mean_weight(sample: int = 30) -> tuple[float, float]:
 def run_config(label: str, env: dict, loops: int, per_sweep: int) -> dict:
     from bytecache.measure import deep_sizeof
 
+    from airflow import __version__ as airflow_version
     from airflow.jobs.job import Job, run_job
     from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
 
@@ -124,26 +123,19 @@ def run_config(label: str, env: dict, loops: int, per_sweep: int) -> dict:
             else:
                 os.environ[k] = v
     bag = runner.scheduler_dag_bag
-    counts = {"hit": 0, "miss": 0}
+    counts = {"hits": 0, "misses": 0}
     per_loop: list[tuple[int, int]] = []
-    orig_hit, orig_miss, orig_do = bag._on_cache_hit, bag._on_cache_miss, runner._do_scheduling
-
-    def on_hit():
-        counts["hit"] += 1
-        orig_hit()
-
-    def on_miss():
-        counts["miss"] += 1
-        orig_miss()
+    orig_do = runner._do_scheduling
+    count_hits_and_misses(bag, counts)
 
     def do_scheduling(session):
         before = dict(counts)
         try:
             return orig_do(session)
         finally:
-            per_loop.append((counts["hit"] - before["hit"], counts["miss"] - before["miss"]))
+            per_loop.append((counts["hits"] - before["hits"], counts["misses"] - before["misses"]))
 
-    bag._on_cache_hit, bag._on_cache_miss, runner._do_scheduling = on_hit, on_miss, do_scheduling
+    runner._do_scheduling = do_scheduling
     started = time.perf_counter()
     run_job(job=runner.job, execute_callable=runner._execute)
     elapsed = time.perf_counter() - started
@@ -158,8 +150,9 @@ def run_config(label: str, env: dict, loops: int, per_sweep: int) -> dict:
     else:
         entries = list(bag._dags.values())
         accounted = None
-        policy = f"Airflow LRU, {bag._dags.maxsize} entries"
-    deep = sum(deep_sizeof(e.dag) for e in entries if e is not None)
+        maxsize = getattr(bag._dags, "maxsize", None)  # before 3.3: a dict of DAGs, never evicted
+        policy = f"Airflow {airflow_version} LRU, {maxsize} entries" if maxsize else f"Airflow {airflow_version} unbounded dict"
+    deep = sum(deep_sizeof(getattr(e, "dag", e)) for e in entries if e is not None)
     return {
         "label": label,
         "policy": policy,
@@ -203,7 +196,7 @@ def main() -> None:
         per_sweep = -(-args.dags // args.per_loop)
         loops = per_sweep * args.sweeps
         configs = [
-            ("airflow-512-lru", {"AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "airflow"}),
+            ("airflow", {"AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "airflow"}),  # the stock cache
             ("bytecache-tinylfu", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{budget}B", "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "tinylfu"}),
             ("bytecache-lru", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{budget}B", "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "lru"}),
             ("bytecache-tinylfu-fits", {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{int(working_set * 1.5)}B", "AIRFLOW__SCHEDULER__DAG_CACHE_POLICY": "tinylfu"}),
@@ -217,7 +210,9 @@ def main() -> None:
             print(f"  {label}: {r['loops']} loops, {r['lookups']} lookups in {r['seconds']:.0f}s", flush=True)
 
         print()
-        print(f"steady state = the last sweep ({per_sweep} loops) of {args.sweeps}")
+        from airflow import __version__ as airflow_version
+
+        print(f"Airflow {airflow_version}; steady state = the last sweep ({per_sweep} loops) of {args.sweeps}")
         header = f"| {'cache':40} | misses/loop | hit ratio | entries | bytes accounted | bytes held (deep) |"
         print(header)
         print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")

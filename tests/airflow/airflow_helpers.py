@@ -49,17 +49,11 @@ def sync_bundles() -> None:
 
 def parse_and_sync(path: Path) -> list[str]:
     """Parse a DAG file (or folder) and write the serialized DAGs as the dag processor would."""
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
-    from airflow.utils.session import create_session
-
     from airflow.configuration import conf
 
-    dags_folder = Path(conf.get("core", "dags_folder"))
-    bag = BundleDagBag(str(path), bundle_path=dags_folder, bundle_name=BUNDLE)
-    assert not bag.import_errors, bag.import_errors
-    with create_session() as session:
-        sync_bag_to_db(bag, BUNDLE, None, session=session)
-    return list(bag.dags)
+    from profiling.workload import parse_into_db
+
+    return parse_into_db(path, Path(conf.get("core", "dags_folder")), BUNDLE)
 
 
 def latest_version_id(dag_id: str):
@@ -176,3 +170,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# -- where Airflow keeps its plugins and its compression flag differs by release (test-side only)
+def loaded_plugins() -> tuple[list, dict]:
+    """(plugins, import errors) as Airflow loads them."""
+    from airflow import plugins_manager
+
+    if hasattr(plugins_manager, "_get_plugins"):  # 3.2+
+        return plugins_manager._get_plugins()
+    plugins_manager.ensure_plugins_loaded()  # 3.1: module globals
+    return plugins_manager.plugins, plugins_manager.import_errors
+
+
+def forget_fastapi_plugins() -> None:
+    """Make the next ``create_app`` read the plugins' FastAPI parts (root middlewares) again."""
+    from airflow import plugins_manager
+
+    if hasattr(plugins_manager, "get_fastapi_plugins"):  # 3.2+: cached
+        plugins_manager.get_fastapi_plugins.cache_clear()
+    else:  # 3.1: module globals, filled once
+        plugins_manager.fastapi_apps = plugins_manager.fastapi_root_middlewares = None
+
+
+def compress_serialized_dags(monkeypatch, on: bool = True) -> None:
+    """Set ``[core] compress_serialized_dags`` as ``airflow.models.serialized_dag`` sees it."""
+    from airflow.models import serialized_dag
+
+    # 3.2+ keeps a private copy; 3.1 imports airflow.settings' flag under its own name
+    flag = next(n for n in ("_COMPRESS_SERIALIZED_DAGS", "COMPRESS_SERIALIZED_DAGS") if hasattr(serialized_dag, n))
+    monkeypatch.setattr(serialized_dag, flag, on)

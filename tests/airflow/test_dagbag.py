@@ -10,10 +10,10 @@ import pytest
 
 from bytecache.measure import Calibrator, LinearFit, walk_sizeof
 
-from airflow.models.dagbag import CachedDBDagBag
 from airflow.utils.session import create_session
 
 from bytecache_airflow.dagbag import ByteBoundedDagBag, serialized_size
+from bytecache_airflow.versions import current
 from bytecache_airflow.weighing import dag_calibrator, dag_features, dag_weighing_model
 
 
@@ -30,9 +30,9 @@ def counters(bag):
     return s.loads, s.hits
 
 
-def test_is_a_cached_db_dag_bag_with_byte_budget(airflow_db):
+def test_is_the_schedulers_bag_class_with_byte_budget(airflow_db):
     bag = make_bag(max_bytes="32MiB", ttl=600, policy="lru")
-    assert isinstance(bag, CachedDBDagBag)
+    assert isinstance(bag, current().airflow_bag_class())  # CachedDBDagBag on 3.3, DBDagBag before
     assert bag.max_bytes == 32 * 1024**2 and bag.ttl == 600 and bag.policy == "lru"
     # calibrated by the stdlib walker: pympler's numpy import and scratch memory would land in
     # the scheduler RSS the budget bounds
@@ -238,9 +238,7 @@ def test_other_methods_keep_airflow_behaviour(airflow_db):
 
 
 def test_compressed_serialized_dags_weigh_uncompressed_length(airflow_db, monkeypatch):
-    from airflow.models import serialized_dag
-
-    monkeypatch.setattr(serialized_dag, "_COMPRESS_SERIALIZED_DAGS", True)
+    helpers.compress_serialized_dags(monkeypatch)
     dag_id = "compressed"
     path = helpers.write_dag_file(airflow_db["dags"], dag_id, 50)
     helpers.parse_and_sync(path)
@@ -380,9 +378,7 @@ def _statements(run):
 def test_a_load_is_one_round_trip_and_one_decompression(airflow_db, monkeypatch, compressed):
     import zlib
 
-    from airflow.models import serialized_dag
-
-    monkeypatch.setattr(serialized_dag, "_COMPRESS_SERIALIZED_DAGS", compressed)
+    helpers.compress_serialized_dags(monkeypatch, compressed)
     dag_id = f"one_trip_{compressed}"
     helpers.parse_and_sync(helpers.write_dag_file(airflow_db["dags"], dag_id, 40))
     version = helpers.latest_version_id(dag_id)
@@ -426,22 +422,18 @@ def test_a_moved_stats_module_is_a_warning_not_an_import_error(airflow_db):
     import subprocess
     import sys
 
+    from bytecache_airflow.versions import current
+
+    module, attribute = current().stats_client
     code = (
         "import sys\n"
         "import airflow.models.dagbag  # Airflow's own modules load first, as in a scheduler\n"
-        "sys.modules['airflow._shared.observability.metrics'] = None  # as if Airflow moved it\n"
-        "{block_fallback}"
-        "from bytecache_airflow.dagbag import ByteBoundedDagBag\n"
-        "from bytecache_airflow import airflow_compat\n"
-        "print(type(airflow_compat.stats).__name__)\n"
+        f"sys.modules[{module!r}] = None  # as if a patch release moved it\n"
+        "from bytecache_airflow import dagbag\n"
+        "print(type(dagbag.stats).__name__)\n"
     )
-    results = {}
-    for name, block in (("fallback", ""), ("none", "sys.modules['airflow.stats'] = None\n")):
-        proc = subprocess.run([sys.executable, "-c", code.format(block_fallback=block)], capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        warnings = [l for l in (proc.stdout + proc.stderr).splitlines() if "bytecache: Airflow's stats client" in l]
-        assert len(warnings) == 1 and "airflow._shared.observability.metrics" in warnings[0], proc.stderr[-3000:]
-        results[name] = (proc.stdout.strip().splitlines()[-1], warnings[0])
-    assert results["fallback"][0] != "NoStats" and "through airflow.stats.Stats" in results["fallback"][1]
-    assert results["none"][0] == "NoStats" and "metrics are off" in results["none"][1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [l for l in (proc.stdout + proc.stderr).splitlines() if "bytecache: Airflow's stats client" in l]
+    assert len(warnings) == 1 and module in warnings[0] and "metrics are off" in warnings[0], proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "NoStats"

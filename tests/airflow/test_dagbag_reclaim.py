@@ -45,10 +45,16 @@ def runs_and_weights(airflow_db, clock):
     return runs, weights
 
 
+def one_at_a_time(weights: list[int]) -> int:
+    """A budget that holds either DAG alone but never both (a 10-task DAG can weigh under 10% of
+    the pair, so 90% of their sum can be less than the heavier one alone: Airflow 3.1's DAGs)."""
+    return max(weights) + min(weights) // 2
+
+
 def test_lookups_never_collect_the_maintenance_step_does(airflow_db, no_automatic_gc):
     clock = helpers.FakeClock()
     runs, weights = runs_and_weights(airflow_db, clock)
-    budget = int(sum(weights) * 0.9)  # both never fit together: every lookup evicts
+    budget = one_at_a_time(weights)  # every lookup evicts
     bag = make_bag(clock, max_bytes=budget, reclaim_hard_fraction=0.5, maintenance_interval=0)
     clock.advance(60)  # past the one-per-10-s cap
     with create_session() as session:
@@ -66,7 +72,7 @@ def test_lookups_never_collect_the_maintenance_step_does(airflow_db, no_automati
 def test_no_collection_while_the_scheduler_is_in_its_critical_section(airflow_db, no_automatic_gc):
     clock = helpers.FakeClock()
     runs, weights = runs_and_weights(airflow_db, clock)
-    bag = make_bag(clock, max_bytes=int(sum(weights) * 0.9), reclaim_hard_fraction=0.25)
+    bag = make_bag(clock, max_bytes=one_at_a_time(weights), reclaim_hard_fraction=0.25)
     clock.advance(60)
     with create_session() as session:
         for run in runs + runs:
@@ -97,7 +103,7 @@ def test_live_plus_uncollected_stays_within_budget_plus_margin(airflow_db, no_au
     (10 s apart): currsize + uncollected <= budget * (1 + hard_fraction) + one entry."""
     clock = helpers.FakeClock()
     runs, weights = runs_and_weights(airflow_db, clock)
-    budget, heaviest = int(sum(weights) * 0.9), max(weights)
+    budget, heaviest = one_at_a_time(weights), max(weights)
     bag = make_bag(clock, max_bytes=budget, reclaim_hard_fraction=0.5, reclaim_min_interval=1e9,
                    reclaim_max_time_share=1.0)
     with create_session() as session:
@@ -152,18 +158,17 @@ def test_a_forked_child_inherits_no_held_lock(airflow_db):
 
 
 def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic_gc):
-    from airflow._shared.observability.metrics import stats
-    from airflow.observability.metrics import stats_utils
+    from bytecache_airflow.versions import current
 
     listener = helpers.StatsdListener()
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
-    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    current().restart_stats()
     try:
         clock = helpers.FakeClock()
         runs, weights = runs_and_weights(airflow_db, clock)
-        bag = make_bag(clock, max_bytes=int(sum(weights) * 0.9), stats_prefix="scheduler.dag_bag", reclaim_hard_fraction=0.25)
+        bag = make_bag(clock, max_bytes=one_at_a_time(weights), stats_prefix="scheduler.dag_bag", reclaim_hard_fraction=0.25)
         clock.advance(60)
         with create_session() as session:
             for run in [runs[0], runs[0], runs[1], runs[0]]:  # a hit (a calibration sample), then churn
@@ -185,9 +190,7 @@ def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic
                                  and 0 < int(l.split(":")[1].split("|")[0]) <= overhead_ms)
     finally:
         monkeypatch.undo()
-        from airflow._shared.observability.metrics.base_stats_logger import NoStatsLogger
-
-        stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+        current().restart_stats()  # [metrics] statsd_on is off again: no stats backend
         listener.close()
 
 

@@ -12,11 +12,17 @@ import pytest
 from airflow.jobs import scheduler_job_runner
 from airflow.jobs.job import Job
 from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-from airflow.models.dagbag import CachedDBDagBag
 from airflow.utils.session import create_session
 
-from bytecache_airflow import hooks
+from bytecache_airflow import hooks, versions
 from bytecache_airflow.dagbag import ByteBoundedDagBag
+
+RELEASE = versions.current()
+AIRFLOWS_BAG = RELEASE.airflow_bag_class()  # what this Airflow's runner builds its bag from
+# What each release's scheduler caches (read from its scheduler_job_runner.py): entries held at
+# most, None for a dict that never evicts.
+STOCK_CAPACITY = {"3.1": None, "3.2": None, "3.3": 512}[RELEASE.minor]
+STOCK_CACHE = "Airflow's unbounded DAG dict" if STOCK_CAPACITY is None else f"Airflow's {STOCK_CAPACITY}-entry LRU"
 
 
 def build_runner() -> SchedulerJobRunner:
@@ -24,9 +30,7 @@ def build_runner() -> SchedulerJobRunner:
 
 
 def test_plugin_is_registered_through_the_entry_point(airflow_db):
-    from airflow import plugins_manager
-
-    plugins, errors = plugins_manager._get_plugins()
+    plugins, errors = helpers.loaded_plugins()
     assert "bytecache" in {p.name for p in plugins}
     assert not [e for name, e in errors.items() if "bytecache" in name and "already registered" not in e]
 
@@ -38,11 +42,11 @@ def test_scheduler_runner_builds_our_bag_with_the_configured_budget(airflow_db, 
     with caplog.at_level(logging.INFO, logger="bytecache_airflow"):
         runner = build_runner()
     bag = runner.scheduler_dag_bag
-    assert isinstance(bag, ByteBoundedDagBag) and isinstance(bag, CachedDBDagBag)
+    assert isinstance(bag, ByteBoundedDagBag) and isinstance(bag, AIRFLOWS_BAG)
     assert (bag.max_bytes, bag.ttl, bag.policy) == (256 * 1024**2, 900.0, "lru")
     assert bag._stats_prefix == "scheduler.dag_bag" and bag.load_op_links is False
     lines = [r.getMessage() for r in caplog.records if "scheduler DAG cache" in r.getMessage()]
-    assert lines == ["bytecache: scheduler DAG cache budget=256.0 MiB (268435456 bytes), ttl=900s, policy=lru (replaces Airflow's 512-entry LRU)"]
+    assert lines == [f"bytecache: scheduler DAG cache budget=256.0 MiB (268435456 bytes), ttl=900s, policy=lru (replaces {STOCK_CACHE})"]
     # the bag works for the scheduler's own call
     with create_session() as session:
         run = helpers.get_run(session, airflow_db["dags_by_size"][10])
@@ -55,20 +59,21 @@ def test_installed_but_not_configured_keeps_airflows_cache_and_says_how_to_enabl
     monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_TTL", "900")  # set, but not the opt-in
     with caplog.at_level(logging.INFO, logger="bytecache_airflow"):
         bag = build_runner().scheduler_dag_bag
-    assert type(bag) is CachedDBDagBag
-    assert bag._dags.maxsize == scheduler_job_runner.SCHEDULER_DAG_CACHE_SIZE
+    assert type(bag) is AIRFLOWS_BAG
+    assert getattr(bag._dags, "maxsize", None) == STOCK_CAPACITY
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bytecache:")]
     assert lines == [
         "bytecache: installed but not enabled for the scheduler; using Airflow's own DAG cache. To enable it set "
-        "[scheduler] dag_cache_max_bytes (e.g. 512MiB, or 0 for no byte cap) (512 entries)"
+        f"[scheduler] dag_cache_max_bytes (e.g. 512MiB, or 0 for no byte cap) ({STOCK_CACHE})"
     ]
 
 
 def test_policy_airflow_keeps_airflows_own_cache(airflow_db, monkeypatch):
     monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_POLICY", "airflow")
     bag = build_runner().scheduler_dag_bag
-    assert type(bag) is CachedDBDagBag
-    assert bag._dags.maxsize == scheduler_job_runner.SCHEDULER_DAG_CACHE_SIZE
+    assert type(bag) is AIRFLOWS_BAG
+    assert getattr(bag._dags, "maxsize", None) == STOCK_CAPACITY
+    assert STOCK_CAPACITY is None or STOCK_CAPACITY == scheduler_job_runner.SCHEDULER_DAG_CACHE_SIZE
 
 
 @pytest.mark.parametrize(("value", "expected"), [("512B", 512), ("1MiB", 1024**2), ("16777216", 16 * 1024**2)])
@@ -126,10 +131,10 @@ def test_bare_budget_below_the_floor_says_why(airflow_db, monkeypatch):
 
 
 def test_missing_hook_point_warns_and_leaves_airflow_alone(airflow_db, monkeypatch, caplog):
-    class NotAirflowsBag(CachedDBDagBag):
+    class NotAirflowsBag(AIRFLOWS_BAG):
         pass
 
-    monkeypatch.setattr(scheduler_job_runner, "CachedDBDagBag", NotAirflowsBag)
+    monkeypatch.setattr(scheduler_job_runner, RELEASE.builder, NotAirflowsBag)
     monkeypatch.setattr(hooks, "_warned_missing", False)
     with caplog.at_level(logging.WARNING, logger="bytecache_airflow"):
         assert hooks.install_scheduler_hook() is False
@@ -138,6 +143,29 @@ def test_missing_hook_point_warns_and_leaves_airflow_alone(airflow_db, monkeypat
     warnings = [r.getMessage() for r in caplog.records if "hook point missing" in r.getMessage()]
     assert len(warnings) == 1 and "leaving Airflow's DAG cache unchanged" in warnings[0]
     monkeypatch.undo()
+    assert hooks.install_scheduler_hook() is True
+
+
+def test_unsupported_release_line_warns_and_leaves_airflow_alone(airflow_db, monkeypatch, caplog):
+    hooks.uninstall_scheduler_hook()
+    monkeypatch.setattr(versions, "airflow_version", lambda: "3.0.6")
+    monkeypatch.setattr(hooks, "_warned_missing", False)
+    versions.current.cache_clear()
+    try:
+        with pytest.raises(versions.UnsupportedAirflow):
+            versions.current()
+        with caplog.at_level(logging.WARNING, logger="bytecache_airflow"):
+            assert hooks.install_scheduler_hook() is False
+            bag = build_runner().scheduler_dag_bag
+        assert type(bag) is AIRFLOWS_BAG
+        warnings = [r.getMessage() for r in caplog.records if r.name == "bytecache_airflow"]
+        assert warnings == [
+            "bytecache: Airflow 3.0.6 is not supported (supported: 3.1, 3.2, 3.3); leaving Airflow's DAG cache unchanged"
+        ]
+    finally:
+        monkeypatch.undo()
+        versions.current.cache_clear()
+    assert versions.current() is RELEASE
     assert hooks.install_scheduler_hook() is True
 
 
@@ -152,20 +180,17 @@ def test_a_wrapped_runner_constructor_still_gets_our_bag(airflow_db, monkeypatch
 
     monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", "64MiB")
     monkeypatch.setattr(scheduler_job_runner.SchedulerJobRunner, "__init__", profiled_init)
-    monkeypatch.setattr(scheduler_job_runner, "CachedDBDagBag", CachedDBDagBag)
+    monkeypatch.setattr(scheduler_job_runner, RELEASE.builder, AIRFLOWS_BAG)
     assert hooks.install_scheduler_hook() is True
     assert isinstance(build_runner().scheduler_dag_bag, ByteBoundedDagBag)
 
 
 def test_statsd_receives_cache_bytes_gauge_equal_to_currsize(airflow_db, monkeypatch):
-    from airflow._shared.observability.metrics import stats
-    from airflow.observability.metrics import stats_utils
-
     listener = helpers.StatsdListener()
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
-    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    RELEASE.restart_stats()
     try:
         bag = ByteBoundedDagBag(False, max_bytes="128MiB", stats_prefix="scheduler.dag_bag", background=False)
         with create_session() as session:
@@ -181,14 +206,13 @@ def test_statsd_receives_cache_bytes_gauge_equal_to_currsize(airflow_db, monkeyp
         assert listener.wait_for(lambda l: l.startswith("airflow.scheduler.dag_bag.cache_miss:1|c"))
         assert listener.wait_for(lambda l: l.startswith("airflow.scheduler.dag_bag.cache_hit:1|c"))
         assert listener.wait_for(lambda l: l.startswith("airflow.scheduler.dag_bag.cache_load:") and l.endswith("|ms"))
-        # gauges are sent on change only: an unchanged flush sends nothing
+        # gauges are sent on change only: an unchanged flush sends nothing (maintain() adds its
+        # own duration to cache_overhead_ms after its flush, so one flush first catches up on that)
+        bag.flush_gauges()
         assert bag.flush_gauges() == {}
     finally:
-        stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
         monkeypatch.undo()
-        from airflow._shared.observability.metrics.base_stats_logger import NoStatsLogger
-
-        stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+        RELEASE.restart_stats()  # [metrics] statsd_on is off again: no stats backend
         listener.close()
 
 

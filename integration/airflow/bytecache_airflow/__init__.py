@@ -1,4 +1,4 @@
-"""bytecache for Airflow 3.3: a byte-bounded DAG cache for the scheduler (and, opt-in, the API server).
+"""bytecache for Airflow 3.1-3.3: a byte-bounded DAG cache for the scheduler (and, opt-in, the API server).
 
 Installed with ``pip install 'bytecache[airflow]'``; the ``airflow.plugins`` entry point
 ``bytecache = bytecache_airflow.plugin:BytecachePlugin`` loads it into a stock ``airflow scheduler``,

@@ -1,6 +1,7 @@
-"""A byte-bounded drop-in for Airflow's ``CachedDBDagBag``.
+"""A byte-bounded drop-in for the scheduler's DAG bag (Airflow 3.3's ``CachedDBDagBag``, 3.1/3.2's ``DBDagBag``).
 
-Behaviour kept from Airflow's bag (``airflow/models/dagbag.py``):
+The base class and the stats client come from :mod:`bytecache_airflow.versions`; the behaviour
+below is the same on every supported release. Kept from Airflow 3.3's bag (``airflow/models/dagbag.py``):
 
 * entries are keyed by ``dag_version_id`` and hold the deserialized DAG with its ``dag_hash``;
 * an entry validated within ``[core] min_serialized_dag_update_interval`` is served without a
@@ -34,18 +35,21 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from airflow.models.dagbag import CachedDBDagBag
 from sqlalchemy import Text, cast, func, select
 
 from bytecache import ByteCache, EvictionCause, format_size
 from bytecache.measure import Calibrator
 from bytecache.workingset import WorkingSet
 
-from bytecache_airflow.airflow_compat import deserialize_dag, stats
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
 from bytecache_airflow.snapshot import BagSnapshot, CachedDag
 from bytecache_airflow.weighing import coverage_keys, dag_calibrator, dag_features
+from bytecache_airflow.versions import current as _release_line
+
+_RELEASE = _release_line()  # UnsupportedAirflow on a release line we do not attach to
+stats = _RELEASE.stats()
+deserialize_dag = _RELEASE.deserialize_dag
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -120,7 +124,7 @@ def _stored_dag_columns():
     )
 
 
-class ByteBoundedDagBag(CachedDBDagBag):
+class ByteBoundedDagBag(_RELEASE.bag_base()):
     """Airflow's DB-backed DAG bag with a byte-bounded, TTL-expiring, scan-resistant cache."""
 
     def __init__(

@@ -1,15 +1,16 @@
-"""Where the integration attaches to a stock Airflow 3.3.
+"""Where the integration attaches to a stock Airflow 3.1, 3.2 or 3.3.
 
-Scheduler: ``SchedulerJobRunner.__init__`` builds its bag by calling the module global
-``CachedDBDagBag`` of ``airflow.jobs.scheduler_job_runner`` (with
-``stats_prefix="scheduler.dag_bag"``). :func:`install_scheduler_hook` rebinds that one global to
-:func:`scheduler_dag_bag_factory`, which builds a :class:`ByteBoundedDagBag` from
-``[scheduler] dag_cache_*``. No Airflow file changes and no other name is touched. The plugin
-calls it when it is loaded and again from the ``on_starting`` listener hook, which ``Job()``
-fires before the runner's constructor runs (``SchedulerJobRunner(job=Job())``).
+Scheduler: ``SchedulerJobRunner.__init__`` builds its bag by calling one module global of
+``airflow.jobs.scheduler_job_runner`` -- ``CachedDBDagBag`` on 3.3, ``DBDagBag`` on 3.1 and 3.2
+(:attr:`bytecache_airflow.versions.ReleaseLine.builder`). :func:`install_scheduler_hook` rebinds
+that one global to :func:`scheduler_dag_bag_factory`, which builds a :class:`ByteBoundedDagBag`
+from ``[scheduler] dag_cache_*``. No Airflow file changes and no other name is touched. The
+plugin calls it when it is loaded and again from the ``on_starting`` listener hook, which
+``Job()`` fires before the runner's constructor runs (``SchedulerJobRunner(job=Job())``).
 
-If the hook point is missing (the module global is not Airflow's ``CachedDBDagBag``, or the
-runner's constructor no longer refers to it), a warning is logged and nothing is changed.
+On a release line :mod:`bytecache_airflow.versions` does not know (3.0, a future 3.4) a warning
+is logged and nothing is changed; so too if the hook point is missing (the module global is not
+Airflow's class, or the runner's constructor no longer refers to it).
 
 API server (opt-in by ``[api] dag_cache_max_bytes``): ``create_app`` reads the plugin's root
 middlewares (:func:`api_root_middlewares`), which is where ``[api] dag_cache_*`` is validated: a
@@ -27,6 +28,7 @@ import sys
 from typing import Any
 
 from bytecache_airflow.settings import DagCacheConfigError, DagCacheSettings, read_api_settings, read_scheduler_settings
+from bytecache_airflow.versions import UnsupportedAirflow, airflow_version, current
 
 __all__ = [
     "install_scheduler_hook",
@@ -45,23 +47,23 @@ _SCHEDULER_PREFIX = "scheduler.dag_bag"
 _warned_missing = False
 
 
-def scheduler_dag_bag_factory(load_op_links: bool = True, *, cache_size: int = 0, cache_ttl: int = 0, stats_prefix: str = _SCHEDULER_PREFIX, **kwargs: Any):
-    """Stand-in for ``CachedDBDagBag`` in ``scheduler_job_runner``: same call, our bag if enabled.
+def scheduler_dag_bag_factory(load_op_links: bool = True, **airflow_kwargs: Any):
+    """Stand-in for the class the runner builds its bag from: same call, our bag.
 
-    ``cache_size``/``cache_ttl`` (Airflow's hard-coded 512 entries, no TTL) are replaced by
+    ``airflow_kwargs`` are the runner's own (3.3: ``cache_size=512, cache_ttl=0,
+    stats_prefix="scheduler.dag_bag"``; 3.1/3.2: none); the cache they describe is replaced by
     ``[scheduler] dag_cache_max_bytes`` / ``dag_cache_ttl`` / ``dag_cache_policy``. A bad value
     exits with one line naming the option and the value. Without ``dag_cache_max_bytes``, or with
-    ``dag_cache_policy = airflow``, it builds Airflow's own bag with Airflow's arguments.
+    ``dag_cache_policy = airflow``, it builds Airflow's own bag with the runner's arguments.
     """
-    from airflow.models.dagbag import CachedDBDagBag
-
     try:
         settings = read_scheduler_settings()
     except DagCacheConfigError as exc:
         raise SystemExit(f"bytecache: {exc}") from None
+    airflows = _describe_airflow_cache(airflow_kwargs)
     if not settings.enabled:
-        log.info("%s (%d entries)", settings.why_not_enabled(), cache_size)
-        return CachedDBDagBag(load_op_links, cache_size=cache_size, cache_ttl=cache_ttl, stats_prefix=stats_prefix, **kwargs)
+        log.info("%s (%s)", settings.why_not_enabled(), airflows)
+        return current().airflow_bag_class()(load_op_links, **airflow_kwargs)
 
     from bytecache_airflow.dagbag import ByteBoundedDagBag
 
@@ -70,11 +72,16 @@ def scheduler_dag_bag_factory(load_op_links: bool = True, *, cache_size: int = 0
         max_bytes=settings.max_bytes,
         ttl=settings.ttl,
         policy=settings.policy,
-        stats_prefix=stats_prefix,
+        stats_prefix=airflow_kwargs.get("stats_prefix") or _SCHEDULER_PREFIX,
     )
-    log.info("bytecache: scheduler DAG cache %s (replaces Airflow's %d-entry LRU)", settings.describe(), cache_size)
+    log.info("bytecache: scheduler DAG cache %s (replaces %s)", settings.describe(), airflows)
     _warn_if_ttl_below_revalidation(settings.ttl)
     return bag
+
+
+def _describe_airflow_cache(airflow_kwargs: dict) -> str:
+    size = airflow_kwargs.get("cache_size")
+    return f"Airflow's {size}-entry LRU" if size else "Airflow's unbounded DAG dict"
 
 
 def _warn_if_ttl_below_revalidation(ttl: float | None) -> None:
@@ -99,21 +106,27 @@ def _warn_if_ttl_below_revalidation(ttl: float | None) -> None:
 scheduler_dag_bag_factory.__bytecache_hook__ = True  # type: ignore[attr-defined]
 
 
-def _hook_point(module: Any) -> str | None:
-    """Why ``module`` does not offer our hook point, or None if it does."""
-    from airflow.models.dagbag import CachedDBDagBag
-
-    current = getattr(module, "CachedDBDagBag", None)
-    if current is None:
-        return f"{_RUNNER_MODULE}.CachedDBDagBag does not exist"
-    if current is not CachedDBDagBag and not getattr(current, "__bytecache_hook__", False):
-        return f"{_RUNNER_MODULE}.CachedDBDagBag is {current!r}, not Airflow's class"
+def _hook_point(module: Any, builder: str) -> str | None:
+    """Why ``module`` does not offer our hook point (its global ``builder``), or None if it does."""
+    airflows = current().airflow_bag_class()
+    bound = getattr(module, builder, None)
+    if bound is None:
+        return f"{_RUNNER_MODULE}.{builder} does not exist"
+    if bound is not airflows and not getattr(bound, "__bytecache_hook__", False):
+        return f"{_RUNNER_MODULE}.{builder} is {bound!r}, not Airflow's class"
     runner = getattr(module, "SchedulerJobRunner", None)
     init = getattr(runner, "__init__", None)
     init = inspect.unwrap(init) if init is not None else None  # a profiler or test may wrap it
-    if init is None or "CachedDBDagBag" not in getattr(getattr(init, "__code__", None), "co_names", ()):
-        return "SchedulerJobRunner.__init__ no longer builds its bag through CachedDBDagBag"
+    if init is None or builder not in getattr(getattr(init, "__code__", None), "co_names", ()):
+        return f"SchedulerJobRunner.__init__ no longer builds its bag through {builder}"
     return None
+
+
+def _warn_once(message: str) -> None:
+    global _warned_missing
+    if not _warned_missing:
+        _warned_missing = True
+        log.warning("%s", message)
 
 
 def install_scheduler_hook(*, import_module: bool = False) -> bool:
@@ -122,7 +135,6 @@ def install_scheduler_hook(*, import_module: bool = False) -> bool:
     Returns True if the hook is in place. Only touches an already-imported runner module unless
     ``import_module`` (a process that never imports the scheduler does not pay for it).
     """
-    global _warned_missing
     module = sys.modules.get(_RUNNER_MODULE)
     if module is None:
         if not import_module:
@@ -130,32 +142,33 @@ def install_scheduler_hook(*, import_module: bool = False) -> bool:
         import importlib
 
         module = importlib.import_module(_RUNNER_MODULE)
-    if getattr(module, "CachedDBDagBag", None) is scheduler_dag_bag_factory:
-        return True
-    problem = _hook_point(module)
-    if problem is not None:
-        if not _warned_missing:
-            _warned_missing = True
-            try:
-                from airflow import __version__ as airflow_version
-            except Exception:  # pragma: no cover
-                airflow_version = "?"
-            log.warning(
-                "bytecache: hook point missing in Airflow %s (%s); leaving Airflow's DAG cache unchanged",
-                airflow_version,
-                problem,
-            )
+    try:
+        builder = current().builder
+    except UnsupportedAirflow as exc:
+        _warn_once(str(exc))
         return False
-    module.CachedDBDagBag = scheduler_dag_bag_factory
+    if getattr(module, builder, None) is scheduler_dag_bag_factory:
+        return True
+    problem = _hook_point(module, builder)
+    if problem is not None:
+        _warn_once(
+            f"bytecache: hook point missing in Airflow {airflow_version()} ({problem}); leaving Airflow's DAG cache unchanged"
+        )
+        return False
+    setattr(module, builder, scheduler_dag_bag_factory)
     return True
 
 
 def uninstall_scheduler_hook() -> None:
     module = sys.modules.get(_RUNNER_MODULE)
-    if module is not None and getattr(module, "CachedDBDagBag", None) is scheduler_dag_bag_factory:
-        from airflow.models.dagbag import CachedDBDagBag
-
-        module.CachedDBDagBag = CachedDBDagBag
+    if module is None:
+        return
+    try:
+        release = current()
+    except UnsupportedAirflow:
+        return
+    if getattr(module, release.builder, None) is scheduler_dag_bag_factory:
+        setattr(module, release.builder, release.airflow_bag_class())
 
 
 # -- API server ------------------------------------------------------------------------------
