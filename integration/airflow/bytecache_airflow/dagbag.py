@@ -474,6 +474,11 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
 
     # -- maintenance: expiry and gauges (rate-limited, never per hit); reclaim (never on a lookup) --
     def _maybe_maintain(self, now: float, *, loaded: bool = False) -> None:
+        if self._background and not self._registered:
+            # The first lookup starts the maintenance thread (after LocalExecutor has forked its
+            # workers), on every release line, whether or not housekeeping is due yet.
+            self._registered = True
+            _Maintainer.register(self)
         if now - self._last_maintenance >= self.maintenance_interval:
             self.maintain(now=now, reclaim=False)
 

@@ -75,6 +75,7 @@ def needed_versions(session) -> dict:
     runs = session.scalars(select(DagRun).where(DagRun.state.in_([DagRunState.RUNNING, DagRunState.QUEUED])))
     for run in runs:
         version_id = DBDagBag._version_from_dag_run(run, session=session)
+        version_id = getattr(version_id, "id", version_id)  # Airflow 3.1 returns the DagVersion itself
         if version_id is not None:
             needed.setdefault(version_id, f"{run.state} run")
     dag_ids = session.scalars(
