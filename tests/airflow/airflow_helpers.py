@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -200,3 +201,21 @@ def compress_serialized_dags(monkeypatch, on: bool = True) -> None:
     # 3.2+ keeps a private copy; 3.1 imports airflow.settings' flag under its own name
     flag = next(n for n in ("_COMPRESS_SERIALIZED_DAGS", "COMPRESS_SERIALIZED_DAGS") if hasattr(serialized_dag, n))
     monkeypatch.setattr(serialized_dag, flag, on)
+
+
+@contextmanager
+def statsd_to_listener(monkeypatch):
+    """Airflow's stats client pointed at a fresh :class:`StatsdListener` for the block; off again after."""
+    from bytecache_airflow.versions import current
+
+    listener = StatsdListener()
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+    current().restart_stats()
+    try:
+        yield listener
+    finally:
+        monkeypatch.undo()
+        current().restart_stats()  # [metrics] statsd_on is off again: no stats backend
+        listener.close()

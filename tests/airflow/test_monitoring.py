@@ -56,12 +56,7 @@ def kit_metric_names() -> set[str]:
 
 def emitted_lines(airflow_db, monkeypatch) -> list[str]:
     """Drive a real bag through every event it reports, with statsd pointed at a real listener."""
-    listener = helpers.StatsdListener()
-    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
-    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
-    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
-    RELEASE.restart_stats()
-    try:
+    with helpers.statsd_to_listener(monkeypatch) as listener:
         def new_bag(max_bytes, clock):
             return ByteBoundedDagBag(False, max_bytes=max_bytes, ttl=60, policy="lru", stats_prefix="scheduler.dag_bag",
                                      background=False, timer=clock)
@@ -96,10 +91,6 @@ def emitted_lines(airflow_db, monkeypatch) -> list[str]:
         for name in wanted:
             listener.wait_for(lambda line, name=name: line.startswith(f"airflow.scheduler.dag_bag.{name}"))
         return list(listener.lines)
-    finally:
-        monkeypatch.undo()
-        RELEASE.restart_stats()  # [metrics] statsd_on is off again: no stats backend
-        listener.close()
 
 
 def test_mapping_covers_every_metric_the_bag_emits_and_every_name_the_kit_queries(airflow_db, monkeypatch):

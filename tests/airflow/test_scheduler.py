@@ -186,12 +186,7 @@ def test_a_wrapped_runner_constructor_still_gets_our_bag(airflow_db, monkeypatch
 
 
 def test_statsd_receives_cache_bytes_gauge_equal_to_currsize(airflow_db, monkeypatch):
-    listener = helpers.StatsdListener()
-    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
-    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
-    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
-    RELEASE.restart_stats()
-    try:
+    with helpers.statsd_to_listener(monkeypatch) as listener:
         bag = ByteBoundedDagBag(False, max_bytes="128MiB", stats_prefix="scheduler.dag_bag", background=False)
         with create_session() as session:
             for n in (10, 100):
@@ -210,10 +205,6 @@ def test_statsd_receives_cache_bytes_gauge_equal_to_currsize(airflow_db, monkeyp
         # own duration to cache_overhead_ms after its flush, so one flush first catches up on that)
         bag.flush_gauges()
         assert bag.flush_gauges() == {}
-    finally:
-        monkeypatch.undo()
-        RELEASE.restart_stats()  # [metrics] statsd_on is off again: no stats backend
-        listener.close()
 
 
 def _tiny_run_state(db_path) -> str:
