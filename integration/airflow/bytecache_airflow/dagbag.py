@@ -473,12 +473,15 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         self._maybe_maintain(self._timer())
 
     # -- maintenance: expiry and gauges (rate-limited, never per hit); reclaim (never on a lookup) --
-    def _maybe_maintain(self, now: float, *, loaded: bool = False) -> None:
+    def _start_maintenance_thread(self) -> None:
+        # Started by the first lookup or maintenance, not by the constructor: the scheduler builds
+        # its bag before LocalExecutor forks its workers.
         if self._background and not self._registered:
-            # The first lookup starts the maintenance thread (after LocalExecutor has forked its
-            # workers), on every release line, whether or not housekeeping is due yet.
             self._registered = True
             _Maintainer.register(self)
+
+    def _maybe_maintain(self, now: float, *, loaded: bool = False) -> None:
+        self._start_maintenance_thread()  # on every release line, whether or not housekeeping is due
         if now - self._last_maintenance >= self.maintenance_interval:
             self.maintain(now=now, reclaim=False)
 
@@ -502,9 +505,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             housekeeping = force or now - self._last_maintenance >= self.maintenance_interval
             if housekeeping:
                 self._last_maintenance = now
-                if self._background and not self._registered:
-                    self._registered = True
-                    _Maintainer.register(self)
+                self._start_maintenance_thread()
                 if self._cache.ttl is not None:
                     self._cache.expire()
             if reclaim:
