@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 soak: $(STAMP)
-	$(PY) profiling/scheduler_soak.py --quick
+	$(PY) -m profiling.soak run --quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

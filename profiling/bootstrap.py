@@ -173,12 +173,39 @@ def _instrument_bag(bag) -> None:
     count_hits_and_misses(bag, _state)
 
 
-def _cached_dags(bag) -> list:
-    dags = getattr(bag, "_dags", {})
-    data = getattr(dags, "_data", None)  # a ByteCache: read entries without touching recency
-    if data is not None:
-        return [getattr(e.value, "dag", None) for e in list(data.values())]
-    return [getattr(e, "dag", None) for e in list(dict.values(dags) if isinstance(dags, dict) else dags.values())]
+def cached_dags(bag) -> list:
+    """The DAG objects a byte-bounded bag holds, read without touching their recency (the cache's
+    ``peek``), in the order of ``bag.snapshot().entries``."""
+    snap = bag.snapshot()
+    by_key = {str(k): k for k in list(bag.cache)}
+    dags = []
+    for e in snap.entries:
+        key = by_key.get(e.dag_version_id)
+        entry = bag.cache.peek(key) if key is not None else None
+        dags.append(getattr(entry, "dag", None))
+    return dags
+
+
+def deep_walk(dags: list) -> dict:
+    """The object-exact size of what the cache holds: every object reachable from the cached
+    DAGs, each counted once (``bytecache.measure.walk_sizeof`` over all of them together; types,
+    modules, functions and code are process-wide and not counted), and per DAG."""
+    from bytecache.measure import walk_sizeof
+
+    t0 = time.perf_counter()
+    live = tuple(d for d in dags if d is not None)
+    together = walk_sizeof(live) - sys.getsizeof(live)
+    each = [walk_sizeof(d) if d is not None else None for d in dags]
+    return {"walk_bytes": together, "walk_each": each, "entries": len(live), "ms": (time.perf_counter() - t0) * 1000.0}
+
+
+def _pympler_size(dags: list) -> int | None:
+    try:
+        from pympler.asizeof import asizeof
+    except ImportError:
+        return None
+    live = [d for d in dags if d is not None]
+    return int(asizeof(*live)) if live else 0
 
 
 def write_report(reason: str) -> None:
@@ -203,42 +230,21 @@ def write_report(reason: str) -> None:
     }
     if bag is not None:
         report["bag_class"] = f"{type(bag).__module__}.{type(bag).__qualname__}"
-        report["bag_store"] = type(getattr(bag, "_dags", None)).__name__
-        report["entries"] = len(getattr(bag, "_dags", ()))
-        if hasattr(bag, "gauges"):
-            report["gauges"] = bag.gauges()
-            rc = getattr(bag, "reclaimer", None)
-            if rc is not None:
-                report["reclaims"] = rc.collections
-                report["reclaim_ms"] = rc.total_ms
-                report["trims"] = rc.trims
-                report["trim_ms"] = rc.trim_ms
-            cal = getattr(bag, "calibrator", None)
-            if cal is not None:
-                report["calibrated_ratio"] = cal.ratio
-                report["calibrator_samples"] = cal.samples
+        snapshot = getattr(bag, "snapshot", None)
+        if snapshot is None:  # Airflow's own bag: its store is Airflow's cachetools mapping
+            report["entries"] = len(bag._dags)
+        else:
+            snap = snapshot()
+            report["entries"] = len(snap.entries)
+            report["snapshot"] = snap.to_dict()
             if hasattr(bag, "describe"):
                 report["describe"] = bag.describe()
-        if os.environ.get("BYTECACHE_PROFILE_DEEP") == "1":
-            from bytecache.measure import deep_sizeof
-
-            t1 = time.perf_counter()
-            dags = [d for d in _cached_dags(bag) if d is not None]
-            sizes = [deep_sizeof(d) for d in dags]
-            report["deep_bytes"] = sum(sizes)
-            report["deep_entries"] = len(dags)
-            report["deep_ms"] = (time.perf_counter() - t1) * 1000.0
-            data = getattr(getattr(bag, "_dags", None), "_data", None)
-            if data is not None:
-                # Per entry, to see where the gauge and the deep size part (by size, shape, age).
-                from bytecache.measure import walk_sizeof
-
-                entries = [e for e in list(data.values()) if getattr(e.value, "dag", None) is not None]
-                report["deep_detail"] = [
-                    {"dag_id": e.value.dag.dag_id, "json": e.value.serialized_bytes, "weight": e.weight,
-                     "walk": walk_sizeof(e.value.dag), "pympler": size}
-                    for e, size in zip(entries, sizes)
-                ]
+            if os.environ.get("BYTECACHE_PROFILE_DEEP") == "1":
+                dags = cached_dags(bag)
+                report["deep"] = deep_walk(dags)
+                t1 = time.perf_counter()
+                report["deep"]["pympler_bytes"] = _pympler_size(dags)
+                report["deep"]["pympler_ms"] = (time.perf_counter() - t1) * 1000.0
     if _trace is not None:
         _trace.close()
         report["trace"] = {"path": _trace.path, "records": _trace.records}
@@ -281,7 +287,7 @@ def install() -> None:
         _instrument_bag(bag)
         print(
             f"profiling.bootstrap: scheduler DAG bag {type(bag).__module__}.{type(bag).__name__} "
-            f"(store {type(bag._dags).__name__}, SCHEDULER_DAG_CACHE_SIZE={sjr.SCHEDULER_DAG_CACHE_SIZE})",
+            f"(SCHEDULER_DAG_CACHE_SIZE={sjr.SCHEDULER_DAG_CACHE_SIZE})",
             file=sys.stderr,
             flush=True,
         )
@@ -296,10 +302,9 @@ def install() -> None:
             if _state["loops"] == 1:
                 # Start-up is over (executor workers forked, first queries compiled, first DAGs
                 # read): the soak's baseline. The cache's own bytes at this point are recorded too.
-                bag = _state["bag"]
-                gauges = bag.gauges() if bag is not None and hasattr(bag, "gauges") else {}
-                _state["first_loop"] = {"t": time.time(), "rss": _rss(), "entries": len(getattr(bag, "_dags", ())),
-                                        "cache_bytes": gauges.get("cache_bytes")}
+                snapshot = getattr(_state["bag"], "snapshot", None)
+                _state["first_loop"] = {"t": time.time(), "rss": _rss(),
+                                        "cache_bytes": snapshot().cached_bytes if snapshot is not None else None}
 
     def _exit_gracefully(self, signum, frame):
         if os.getpid() == _state["runner_pid"]:
