@@ -34,6 +34,8 @@ import sys
 import threading
 import time
 
+from profiling.cache_contents import cached_dags, deep_walk, pympler_size
+
 _state: dict = {
     "bag": None,
     "runner": None,
@@ -173,41 +175,6 @@ def _instrument_bag(bag) -> None:
     count_hits_and_misses(bag, _state)
 
 
-def cached_dags(bag) -> list:
-    """The DAG objects a byte-bounded bag holds, read without touching their recency (the cache's
-    ``peek``), in the order of ``bag.snapshot().entries``."""
-    snap = bag.snapshot()
-    by_key = {str(k): k for k in list(bag.cache)}
-    dags = []
-    for e in snap.entries:
-        key = by_key.get(e.dag_version_id)
-        entry = bag.cache.peek(key) if key is not None else None
-        dags.append(getattr(entry, "dag", None))
-    return dags
-
-
-def deep_walk(dags: list) -> dict:
-    """The object-exact size of what the cache holds: every object reachable from the cached
-    DAGs, each counted once (``bytecache.measure.walk_sizeof`` over all of them together; types,
-    modules, functions and code are process-wide and not counted), and per DAG."""
-    from bytecache.measure import walk_sizeof
-
-    t0 = time.perf_counter()
-    live = tuple(d for d in dags if d is not None)
-    together = walk_sizeof(live) - sys.getsizeof(live)
-    each = [walk_sizeof(d) if d is not None else None for d in dags]
-    return {"walk_bytes": together, "walk_each": each, "entries": len(live), "ms": (time.perf_counter() - t0) * 1000.0}
-
-
-def _pympler_size(dags: list) -> int | None:
-    try:
-        from pympler.asizeof import asizeof
-    except ImportError:
-        return None
-    live = [d for d in dags if d is not None]
-    return int(asizeof(*live)) if live else 0
-
-
 def write_report(reason: str) -> None:
     path = os.environ.get("BYTECACHE_PROFILE_REPORT")
     if _state["reported"]:
@@ -243,7 +210,7 @@ def write_report(reason: str) -> None:
                 dags = cached_dags(bag)
                 report["deep"] = deep_walk(dags)
                 t1 = time.perf_counter()
-                report["deep"]["pympler_bytes"] = _pympler_size(dags)
+                report["deep"]["pympler_bytes"] = pympler_size(dags)
                 report["deep"]["pympler_ms"] = (time.perf_counter() - t1) * 1000.0
     if _trace is not None:
         _trace.close()
