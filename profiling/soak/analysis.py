@@ -15,8 +15,9 @@ README all use it:
 Three outcomes, each with its reason (:func:`judge`):
 
 * ``growing``: the whole confidence interval of RSS above the reference is over the bound; or the
-  slope's is above the limit over a window long enough (``LONG_WINDOW_S``) that this is not the
-  end of the warm-up;
+  slope's interval is above the limit, and either the window is long enough (``LONG_WINDOW_S``)
+  that this is not the end of the warm-up, or at the interval's low end another window of the
+  same length would carry RSS past the bound;
 * ``flat``: the whole interval is within the bound and the slope is not significantly above
   its limit;
 * ``inconclusive``: anything else -- no reference, too few samples after the warm-up, an interval
@@ -36,8 +37,10 @@ BOUND_FACTOR = 1.25
 SLOPE_FRACTION = 0.01  # of the budget, per hour
 LEVEL_QUANTILE = 0.9
 CONFIDENCE = 0.95
-BLOCK_S = 20.0  # samples are averaged over blocks this long before a slope is fitted
+BLOCKS = 8  # the judged window is cut into this many blocks, whose means the slope is fitted on
+MIN_BLOCK_S, MAX_BLOCK_S = 2.0, 60.0
 MIN_BLOCKS = 4  # fewer blocks after the warm-up: too short to judge
+MIN_WINDOW_S = 20.0
 LONG_WINDOW_S = 15 * 60.0
 BOOTSTRAP_BLOCK_S = 30.0
 BOOTSTRAP_ROUNDS = 400
@@ -47,8 +50,9 @@ CRITERION = (
     f"{round(100 * LEVEL_QUANTILE)}th percentiles, {round(100 * CONFIDENCE)}% confidence interval) stays within "
     f"{BOUND_FACTOR:g} × the budget, and its slope (less the reference's) is not significantly above "
     f"{100 * SLOPE_FRACTION:g}% of the budget per hour; growing: the interval lies above "
-    f"{BOUND_FACTOR:g} × the budget, or the slope is significantly above its limit over a window of at least "
-    f"{LONG_WINDOW_S / 60:.0f} minutes; inconclusive: anything else, with the reason."
+    f"{BOUND_FACTOR:g} × the budget, or the slope is significantly above its limit and either the window is at least "
+    f"{LONG_WINDOW_S / 60:.0f} minutes long or, at the low end of its interval, another window of the same length "
+    f"would carry RSS past the bound; inconclusive: anything else, with the reason."
 )
 
 
@@ -98,20 +102,29 @@ def t95(dof: int) -> float:
 
 
 def block_means(points: list[tuple[float, float]], start: float, block_s: float) -> list[tuple[float, float]]:
-    """(block middle, mean y) over consecutive ``block_s`` blocks of the points at t >= ``start``."""
-    blocks: dict[int, list[float]] = {}
+    """(mean t, mean y) over consecutive ``block_s`` blocks of the points at t >= ``start``."""
+    blocks: dict[int, list[tuple[float, float]]] = {}
     for t, y in points:
         if t >= start:
-            blocks.setdefault(int((t - start) // block_s), []).append(y)
-    return [(start + (k + 0.5) * block_s, mean(v)) for k, v in sorted(blocks.items())]
+            blocks.setdefault(int((t - start) // block_s), []).append((t, y))
+    return [(mean(t for t, _ in v), mean(y for _, y in v)) for _, v in sorted(blocks.items())]
 
 
-def slope_estimate(points: list[tuple[float, float]], start: float, block_s: float = BLOCK_S) -> Estimate | None:
+def block_seconds(window_s: float) -> float:
+    """Block length for a judged window: ``BLOCKS`` blocks, each 2 s to a minute long."""
+    return min(MAX_BLOCK_S, max(MIN_BLOCK_S, window_s / BLOCKS))
+
+
+def slope_estimate(points: list[tuple[float, float]], start: float) -> Estimate | None:
     """Slope of y per hour over the points after ``start``, with a 95% interval.
 
-    Fitted on block means: per-second samples are far from independent (one collection cycle
-    spans many of them), block means much less so. None for fewer than ``MIN_BLOCKS`` blocks."""
-    blocks = block_means(points, start, block_s)
+    Fitted on block means (:func:`block_seconds`): per-second samples are far from independent
+    (one collection cycle spans many of them), block means much less so. None for a window under
+    ``MIN_WINDOW_S`` or fewer than ``MIN_BLOCKS`` blocks."""
+    window = [t for t, _ in points if t >= start]
+    if not window or window[-1] - start < MIN_WINDOW_S:
+        return None
+    blocks = block_means(points, start, block_seconds(window[-1] - start))
     if len(blocks) < MIN_BLOCKS:
         return None
     ts = [t / 3600.0 for t, _ in blocks]
@@ -232,7 +245,7 @@ def judge(subject: RunStats, reference: RunStats | None, budget: int) -> Verdict
         return verdict(INCONCLUSIVE, "no reference run to compare with")
     if subject.slope is None or reference.slope is None:
         short = subject.name if subject.slope is None else reference.name
-        return verdict(INCONCLUSIVE, f"too short: the {short} run has under {MIN_BLOCKS} blocks of {BLOCK_S:.0f} s after its warm-up")
+        return verdict(INCONCLUSIVE, f"too short: the {short} run has under {MIN_WINDOW_S:.0f} s of samples after its warm-up")
     excess = quantile_difference(list(subject.window_rss), list(reference.window_rss), block=int(BOOTSTRAP_BLOCK_S))
     ref_slope = max(reference.slope.value, 0.0)
     slope = Estimate(subject.slope.value - ref_slope, subject.slope.lo - ref_slope, subject.slope.hi - ref_slope)
@@ -241,6 +254,9 @@ def judge(subject: RunStats, reference: RunStats | None, budget: int) -> Verdict
     rising = slope.lo > limit
     if rising and subject.window_s >= LONG_WINDOW_S:
         return verdict(GROWING, "RSS is rising significantly faster than the limit", excess, slope)
+    if rising and excess.value + slope.lo * subject.window_s / 3600.0 > bound:
+        return verdict(GROWING, "RSS is rising so fast that, at the low end of its interval, another window "
+                                "of the same length takes it past the bound", excess, slope)
     if excess.hi > bound:
         return verdict(INCONCLUSIVE, "too noisy to tell: the interval of RSS above the reference straddles the bound", excess, slope)
     if rising:
