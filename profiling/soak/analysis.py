@@ -139,9 +139,10 @@ def slope_estimate(points: list[tuple[float, float]], start: float) -> Estimate 
 
 
 def _block_resample(xs: list[float], block: int, rng: random.Random) -> list[float]:
-    """A moving-block bootstrap resample of ``xs`` (same length; blocks keep autocorrelation)."""
+    """A moving-block bootstrap resample of ``xs`` (same length; blocks keep autocorrelation).
+    A short series gets blocks of at most a fifth of its length, so resamples still differ."""
     n = len(xs)
-    block = max(1, min(block, n))
+    block = max(1, min(block, n // 5))
     out: list[float] = []
     while len(out) < n:
         i = rng.randrange(n - block + 1)

@@ -60,7 +60,7 @@ class SoakSpec:
 
     def warmup_for(self, duration: float) -> float:
         """Seconds at the start of a run of ``duration`` that the verdict does not judge."""
-        return min(max(self.warmup_fraction * duration, 30.0), self.max_warmup, 0.9 * duration)
+        return min(max(self.warmup_fraction * duration, 20.0), self.max_warmup, 0.9 * duration)
 
     def workload_key(self) -> dict:
         """What two soaks must share for one's reference run to stand in for the other's: the

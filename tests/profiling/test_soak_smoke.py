@@ -1,7 +1,8 @@
 """The main job end to end, small, asserting its claims (about three minutes).
 
-A real dag-processor and a real scheduler per configuration on 12 DAGs churned hard: (a)
-unbounded, (r) reference and (c) bytecache with a 16 MiB budget, memray off. It asserts what the
+A real dag-processor and a real scheduler per configuration on 12 DAGs (500 and 1,000 tasks, about
+30 MiB deserialized) churned hard: (a) unbounded, (r) reference and (c) bytecache with a 16 MiB
+budget, 45 s each, memray off. It asserts what the
 soak claims, not just that it produced files: bytecache's verdict is ``flat`` and the unbounded
 cache's ``growing`` (an ``inconclusive`` verdict is accepted only with the statistics' own reason,
 and for bytecache only when the reason is that a short window is still settling); the bytes
@@ -31,7 +32,7 @@ def soak(tmp_path_factory):
     out = tmp_path_factory.mktemp("soak")
     cmd = [
         sys.executable, "-m", "profiling.soak", "run", "--configs", "unbounded,reference,bytecache",
-        "--config-minutes", "unbounded=0.67,reference=0.9,bytecache=0.9", "--dags", "12", "--size-mix", "200:1,500:1",
+        "--config-minutes", "unbounded=0.75,reference=0.75,bytecache=0.75", "--dags", "12", "--size-mix", "500:1,1000:1",
         "--redeploy-fraction", "0.5", "--redeploy-interval", "3", "--budget", "16MiB", "--memray", "off", "--no-trace",
         "--out", str(out),
     ]
