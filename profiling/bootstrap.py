@@ -16,12 +16,13 @@ Everything here is opt-in through environment variables, and nothing changes Air
     (default 3.8, the measured mean deep/JSON ratio), memoized per version.
 ``BYTECACHE_PROFILE_REPORT=FILE``
     writes a JSON report when the scheduler exits gracefully (SIGTERM/SIGINT): bag class and
-    entries, bytecache's gauges, lookups / hits / misses / scheduler loops counted in-process,
-    full (generation-2) GC collections and their time, the RSS at the start of the scheduling
-    loop and after its first iteration (the soak's baseline), and, with ``BYTECACHE_PROFILE_DEEP=1``, the deep size of the
-    cached DAGs. Before writing it runs ``gc.collect()``, so evicted-but-uncollected DAGs are
-    gone when memray's tracker (Airflow's ``[profiling] memray_trace_components``) closes and
-    memray's leaked-at-exit records under the bag's load path are exactly the cached DAGs.
+    entries, lookups / hits / misses / scheduler loops counted in-process, full (generation-2) GC
+    collections and their time, the RSS at the start of the scheduling loop and after its first
+    iteration; for a byte-bounded bag its ``snapshot()`` (the bag's public introspection API:
+    entries with weights, counters, weighing and reclaim state) and, with
+    ``BYTECACHE_PROFILE_DEEP=1``, the deep walk of the cached DAGs
+    (``profiling.cache_contents``), taken at the same instant as the snapshot. Before writing
+    it runs ``gc.collect()``, so evicted-but-uncollected DAGs are gone.
 """
 
 from __future__ import annotations
