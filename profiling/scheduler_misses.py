@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from profiling.scratch import scratch_dir
 from profiling.units import MiB
 from profiling.workload import WorkloadSpec, airflow_env, plan_dags, write_dags
 
@@ -133,9 +132,8 @@ def run_worker(args: list[str], env: dict, log: Path) -> dict:
 
 
 def run(args) -> list[dict]:
-    home = Path(tempfile.mkdtemp(prefix="bytecache-misses-"))
-    log = home / "worker.log"
-    try:
+    with scratch_dir("bytecache-misses-", args.keep, "AIRFLOW_HOME") as home:
+        log = home / "worker.log"
         t0 = time.perf_counter()
         spec = WorkloadSpec(n_dags=args.dags, size_mix={args.tasks: 1.0}, seed=args.seed)
         (home / "plugins").mkdir()
@@ -162,11 +160,6 @@ def run(args) -> list[dict]:
             results.append(r)
             print(f"  {label}: {r['loops']} loops, {r['lookups']} lookups in {r['seconds']:.0f}s", flush=True)
         return results
-    finally:
-        if args.keep:
-            print(f"AIRFLOW_HOME kept: {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def table(results: list[dict], sweeps: int) -> str:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from profiling.scratch import scratch_dir
 from profiling.soak import report
 from profiling.soak.analysis import FLAT, GROWING
 from profiling.soak.model import CONFIGS, SoakResults, SoakSpec, reused_reference
@@ -126,7 +125,11 @@ def cmd_run(args, argv: list[str]) -> int:
         return ERROR_STATUS
     out = args.out or ROOT / "reports" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bytecache-soak-"))
+    with scratch_dir("bytecache-soak-", args.keep_work, "soak: Airflow homes") as work:
+        return run_and_report(spec, reference, out, work, args, argv)
+
+
+def run_and_report(spec: SoakSpec, reference, out: Path, work: Path, args, argv: list[str]) -> int:
     longest = max(spec.durations.values())
     status_every = args.status_every or (15.0 if longest <= 600 else 60.0)
     command = shlex.join(["python", "-m", "profiling.soak", "run", *argv])
@@ -143,11 +146,6 @@ def cmd_run(args, argv: list[str]) -> int:
     except Exception as exc:
         print(f"soak: failed: {exc!r}", flush=True)
         return ERROR_STATUS
-    finally:
-        if args.keep_work:
-            print(f"soak: Airflow homes kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def cmd_report(args) -> int:
