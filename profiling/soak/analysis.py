@@ -41,6 +41,7 @@ BLOCKS = 8  # the judged window is cut into this many blocks, whose means the sl
 MIN_BLOCK_S, MAX_BLOCK_S = 2.0, 60.0
 MIN_BLOCKS = 4  # fewer blocks after the warm-up: too short to judge
 MIN_WINDOW_S = 20.0
+MIN_JUDGED_LOOPS = 3  # scheduler loops after the warm-up (when the record has loop times)
 LONG_WINDOW_S = 15 * 60.0
 BOOTSTRAP_BLOCK_S = 30.0
 BOOTSTRAP_ROUNDS = 400
@@ -179,6 +180,7 @@ class RunStats:
     window_rss: tuple[float, ...]  # the window's RSS samples, for comparing distributions
     load_mean: float | None  # the machine's mean 1-minute load during the run
     load_max: float | None
+    loops_judged: int | None  # scheduler loops finished after the warm-up (None: not recorded)
 
 
 def run_stats(run) -> RunStats:
@@ -200,6 +202,7 @@ def run_stats(run) -> RunStats:
         window_rss=tuple(x.rss for x in window),
         load_mean=mean(x.load1 for x in s) if s else None,
         load_max=max((x.load1 for x in s), default=None),
+        loops_judged=sum(1 for t in run.loop_times if t >= run.warmup) if run.loop_times else None,
     )
 
 
@@ -244,6 +247,10 @@ def judge(subject: RunStats, reference: RunStats | None, budget: int) -> Verdict
 
     if reference is None or not reference.window_rss:
         return verdict(INCONCLUSIVE, "no reference run to compare with")
+    few = [st for st in (subject, reference) if st.loops_judged is not None and st.loops_judged < MIN_JUDGED_LOOPS]
+    if few:
+        return verdict(INCONCLUSIVE, f"too short: the {few[0].name} run finished {few[0].loops_judged} scheduler loops "
+                                     f"after its warm-up, under {MIN_JUDGED_LOOPS}")
     if subject.slope is None or reference.slope is None:
         short = subject.name if subject.slope is None else reference.name
         return verdict(INCONCLUSIVE, f"too short: the {short} run has under {MIN_WINDOW_S:.0f} s of samples after its warm-up")

@@ -44,6 +44,9 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ttl", default="3600", help="[scheduler] dag_cache_ttl for the bytecache run")
     ap.add_argument("--policy", help="[scheduler] dag_cache_policy for the bytecache run")
     ap.add_argument("--warmup-fraction", type=float, default=0.45, help="share of each run not judged (at most 10 min)")
+    ap.add_argument("--warmup-loops", type=int, default=0, help="the warm-up lasts at least until the scheduler finished this many loops")
+    ap.add_argument("--min-loops", type=int, default=0,
+                    help="a run goes on past its minutes until the scheduler finished this many loops (at most 3x as long)")
     ap.add_argument("--min-update-interval", type=int, default=2, help="[core] min_serialized_dag_update_interval")
     ap.add_argument("--status-every", type=float, help="seconds between status lines (default 15, or 60 for runs over 10 min)")
     ap.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True, help="record the bytecache run's access trace")
@@ -94,6 +97,8 @@ def spec_from_args(args) -> SoakSpec:
         durations={c: durations[c] for c in configs},
         budget=parse_size(args.budget) if args.budget else None,
         warmup_fraction=args.warmup_fraction,
+        warmup_loops=args.warmup_loops,
+        min_loops=args.min_loops,
         ttl=args.ttl,
         policy=args.policy,
         min_update_interval=args.min_update_interval,

@@ -38,6 +38,10 @@ class SoakSpec:
     budget: int | None = None  # bytes; None: half the active set (resolved into SoakResults.budget)
     warmup_fraction: float = 0.45  # of each run, excluded from the judged window
     max_warmup: float = 600.0
+    # Work, not only time: on a loaded machine a scheduler loop can take several times longer.
+    warmup_loops: int = 0  # the warm-up lasts at least until the scheduler finished this many loops
+    min_loops: int = 0  # a run goes on past its duration until the scheduler finished this many loops ...
+    max_stretch: float = 3.0  # ... but no longer than this many times its duration
     ttl: str = "3600"
     policy: str | None = None
     min_update_interval: int = 2
@@ -58,9 +62,13 @@ class SoakSpec:
         d["configs"] = tuple(d["configs"])
         return cls(**d)
 
-    def warmup_for(self, duration: float) -> float:
-        """Seconds at the start of a run of ``duration`` that the verdict does not judge."""
-        return min(max(self.warmup_fraction * duration, 20.0), self.max_warmup, 0.9 * duration)
+    def warmup_for(self, duration: float, loop_times: list[float] = ()) -> float:
+        """Seconds at the start of a run of ``duration`` that the verdict does not judge: a share
+        of the run, and at least until the scheduler finished ``warmup_loops`` loops."""
+        warmup = min(max(self.warmup_fraction * duration, 20.0), self.max_warmup, 0.9 * duration)
+        if self.warmup_loops and len(loop_times) >= self.warmup_loops:
+            warmup = max(warmup, loop_times[self.warmup_loops - 1])
+        return warmup
 
     def workload_key(self) -> dict:
         """What two soaks must share for one's reference run to stand in for the other's: the
@@ -101,6 +109,7 @@ class RunRecord:
     scheduler: dict = field(default_factory=dict)  # profiling.bootstrap's exit report
     statsd: dict = field(default_factory=dict)  # counters and last gauges received
     loop_ms: list[float] = field(default_factory=list)  # scheduler_loop_duration timings
+    loop_times: list[float] = field(default_factory=list)  # when each loop's timing arrived, s since start
     memray: dict = field(default_factory=dict)  # figures read from memray's file, if traced
     error: str | None = None
     source: str | None = None  # the results.json a reused run came from (--reference-from)

@@ -90,7 +90,7 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     def verdict_of(r):
         return verdicts.get(r.name)
 
-    row("run length / warm-up, s", lambda r, st: f"{r.duration:.0f} / {r.warmup:.0f}")
+    row("run length / warm-up, s; scheduler loops judged", lambda r, st: f"{r.duration:.0f} / {r.warmup:.0f}; {_f(st.loops_judged, '{}')}")
     row("machine load (1-min average) mean / max", lambda r, st: f"{_f(st.load_mean, '{:.1f}')} / {_f(st.load_max, '{:.1f}')}")
     row("RSS after the first loop, MiB", lambda r, st: mib(st.baseline))
     row("peak RSS, MiB", lambda r, st: mib(st.peak))

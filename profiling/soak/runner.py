@@ -189,7 +189,7 @@ def statsd_figures(statsd: StatsdListener) -> dict:
 def run_config(name: str, spec: SoakSpec, budget: int, template_db: Path, work: Path, out: Path,
                statsd: StatsdListener, procs: ProcessGroups, status_every: float, keep_bin: bool, log: Log) -> RunRecord:
     duration = spec.durations[name]
-    rec = RunRecord(name, budget if name == "bytecache" else None, warmup=spec.warmup_for(duration))
+    rec = RunRecord(name, budget if name == "bytecache" else None)
     home = work / name
     shutil.rmtree(home, ignore_errors=True)
     (home / "plugins").mkdir(parents=True)
@@ -205,10 +205,17 @@ def run_config(name: str, spec: SoakSpec, budget: int, template_db: Path, work: 
     dagp = procs.start([str(BIN / "airflow"), "dag-processor"], env, rundir / "dag-processor.log")
     sched = procs.start([sys.executable, "-m", "profiling.bootstrap", "scheduler", "--skip-serve-logs"], sched_env, rundir / "scheduler.log")
     redeployer = Redeployer(home / "dags", spec.workload, plans, on_event=lambda ev: rec.redeploys.append(round(ev.t - t_start, 2)))
-    redeployer.start(duration=duration)
+    redeployer.start(duration=spec.max_stretch * duration)  # stopped with the run
+
+    def loops() -> int:
+        return len(statsd.timer_arrivals("scheduler.scheduler_loop_duration"))
+
+    def done(elapsed: float) -> bool:
+        return elapsed >= spec.max_stretch * duration or (elapsed >= duration and loops() >= spec.min_loops)
+
     next_status, next_sample = t_start + status_every, t_start
     try:
-        while (now := time.time()) - t_start < duration:
+        while not done((now := time.time()) - t_start):
             for what, p in (("scheduler", sched), ("dag-processor", dagp)):
                 if p.poll() is not None:
                     raise RuntimeError(f"{what} exited early with status {p.returncode}; see {rundir / (what + '.log')}")
@@ -220,7 +227,7 @@ def run_config(name: str, spec: SoakSpec, budget: int, template_db: Path, work: 
                 cb = statsd.gauge("scheduler.dag_bag.cache_bytes")
                 log(f"  [{name}] {s.t:6.0f}s  RSS {mib(s.rss):>7} MiB  PSS {mib(s.pss):>7} MiB  "
                     f"versions +{count_versions(home / 'airflow.db') - rec.versions_start:<5d} rewrites {redeployer.rewrites:<5d} "
-                    f"misses {statsd.counter('scheduler.dag_bag.cache_miss'):<6.0f} cache {mib(cb)} MiB  load {s.load1:.1f}")
+                    f"misses {statsd.counter('scheduler.dag_bag.cache_miss'):<6.0f} loops {loops():<4d} cache {mib(cb)} MiB  load {s.load1:.1f}")
             next_sample += spec.sample_interval
             time.sleep(max(0.0, next_sample - time.time()))
     except Exception as exc:
@@ -238,6 +245,8 @@ def run_config(name: str, spec: SoakSpec, budget: int, template_db: Path, work: 
             rec.scheduler = json.loads(report.read_text())
         rec.statsd = statsd_figures(statsd)
         rec.loop_ms = statsd.timer("scheduler.scheduler_loop_duration")
+        rec.loop_times = [round(t - t_start, 2) for t in statsd.timer_arrivals("scheduler.scheduler_loop_duration")]
+        rec.warmup = spec.warmup_for(duration, rec.loop_times)
     bin_path = home / "scheduler_memory.bin"
     if bin_path.exists():
         dest = rundir / "scheduler_memory.bin"

@@ -48,7 +48,7 @@ class StatsdListener:
         self._stop = threading.Event()
         self.counters: dict[str, float] = {}
         self.gauges: dict[str, float] = {}
-        self.timers: dict[str, list[float]] = {}
+        self.timers: dict[str, list[tuple[float, float]]] = {}  # (arrival time.time(), value)
         self.packets = 0
         self.thread = threading.Thread(target=self._run, name="statsd", daemon=True)
         self.thread.start()
@@ -65,6 +65,7 @@ class StatsdListener:
                 continue
             except OSError:
                 return
+            now = time.time()
             with self.lock:
                 self.packets += 1
                 for name, value, kind in parse_statsd(data.decode("utf-8", "replace")):
@@ -73,7 +74,7 @@ class StatsdListener:
                     elif kind == "g":
                         self.gauges[name] = value
                     elif kind in ("ms", "h", "d"):
-                        self.timers.setdefault(name, []).append(value)
+                        self.timers.setdefault(name, []).append((now, value))
 
     def counter(self, suffix: str) -> float:
         with self.lock:
@@ -85,7 +86,12 @@ class StatsdListener:
 
     def timer(self, suffix: str) -> list[float]:
         with self.lock:
-            return [x for k, v in self.timers.items() if k.endswith(suffix) for x in v]
+            return [x for k, v in self.timers.items() if k.endswith(suffix) for _, x in v]
+
+    def timer_arrivals(self, suffix: str) -> list[float]:
+        """When each value of a timer arrived (``time.time()``), in order."""
+        with self.lock:
+            return sorted(t for k, v in self.timers.items() if k.endswith(suffix) for t, _ in v)
 
     def settle(self, quiet: float = 1.0, limit: float = 5.0) -> None:
         """Wait until no packet arrived for ``quiet`` seconds (the last ones after a process exit)."""

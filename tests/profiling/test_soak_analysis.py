@@ -141,3 +141,24 @@ def test_the_readme_states_the_criterion_the_code_uses():
     readme = (Path(__file__).resolve().parents[2] / "profiling" / "README.md").read_text()
     assert CRITERION in readme
     assert f"±{100 * analysis.ACCOUNTING_BOUND:.0f}%" in readme
+
+
+def test_judge_needs_scheduler_loops_after_the_warm_up_when_they_are_recorded():
+    ref, ours = record("reference", 200), record("bytecache", 210, seed=10)
+    ref.loop_times = [float(t) for t in range(10, 400, 20)]
+    ours.loop_times = [30.0, 90.0, 150.0, 210.0]  # a loaded machine: two loops after the 100 s warm-up
+    v = judge(run_stats(ours), run_stats(ref), BUDGET)
+    assert v.outcome == INCONCLUSIVE and "bytecache run finished 2 scheduler loops" in v.reason
+    ours.loop_times.append(270.0)
+    assert judge(run_stats(ours), run_stats(ref), BUDGET).outcome == FLAT
+
+
+def test_warmup_lasts_at_least_the_warmup_loops():
+    from profiling.soak.model import SoakSpec
+    from profiling.workload import WorkloadSpec
+
+    spec = SoakSpec(WorkloadSpec(), ("bytecache",), {"bytecache": 180.0}, warmup_loops=3)
+    assert spec.warmup_for(180.0) == pytest.approx(81.0)  # no loop times: the share of the run
+    assert spec.warmup_for(180.0, [10.0, 20.0, 30.0]) == pytest.approx(81.0)
+    assert spec.warmup_for(180.0, [40.0, 80.0, 120.0, 160.0]) == pytest.approx(120.0)  # slow loops
+    assert spec.warmup_for(40.0) == pytest.approx(20.0)  # the floor

@@ -2,7 +2,7 @@
 
 A real dag-processor and a real scheduler per configuration on 12 DAGs (500 and 1,000 tasks, about
 30 MiB deserialized) churned hard: (a) unbounded, (r) reference and (c) bytecache with a 16 MiB
-budget, 45 s each, memray off. It asserts what the
+budget, 45 s each or until the scheduler finished six loops, memray off. It asserts what the
 soak claims, not just that it produced files: bytecache's verdict is ``flat`` and the unbounded
 cache's ``growing`` (an ``inconclusive`` verdict is accepted only with the statistics' own reason,
 and for bytecache only when the reason is that a short window is still settling); the bytes
@@ -34,6 +34,9 @@ def soak(tmp_path_factory):
         sys.executable, "-m", "profiling.soak", "run", "--configs", "unbounded,reference,bytecache",
         "--config-minutes", "unbounded=0.75,reference=0.75,bytecache=0.75", "--dags", "12", "--size-mix", "500:1,1000:1",
         "--redeploy-fraction", "0.5", "--redeploy-interval", "3", "--budget", "16MiB", "--memray", "off", "--no-trace",
+        # work, not seconds: on a loaded machine a loop takes many times longer, so each run lasts
+        # until the scheduler finished 2 warm-up loops and 4 more (at most 3 x 45 s)
+        "--warmup-loops", "2", "--min-loops", "6",
         "--out", str(out),
     ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
