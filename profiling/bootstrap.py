@@ -239,7 +239,7 @@ def install() -> None:
     trace_path = os.environ.get("BYTECACHE_PROFILE_TRACE")
     if trace_path:
         conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
-        db_path = conn[len("sqlite:///"):] if conn.startswith("sqlite:///") else None
+        db_path = conn[len("sqlite:///"):].split("?")[0] if conn.startswith("sqlite:///") else None
         _trace = _TraceWriter(trace_path, db_path, float(os.environ.get("BYTECACHE_PROFILE_TRACE_RATIO", "3.8")))
 
     runner_cls = sjr.SchedulerJobRunner

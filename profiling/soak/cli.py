@@ -24,6 +24,9 @@ QUICK_CONFIGS = ("unbounded", "reference", "bytecache")
 #: --quick: (r) and (c) need about two minutes to reach their plateau (every run touched, the
 #: cache full and cycling); (a) only has to show that it does not stop growing.
 QUICK_SECONDS = {"unbounded": 100.0, "reference": 180.0, "bytecache": 180.0}
+#: --quick on a loaded machine: every run lasts until its scheduler finished this many loops (the
+#: warm-up's four and eight to judge; about 80 s on an idle two-core machine, so it binds only under load)
+QUICK_MIN_LOOPS = 12
 STATUS = {FLAT: 0, GROWING: 1}
 INCONCLUSIVE_STATUS, ERROR_STATUS = 3, 2
 
@@ -44,9 +47,11 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ttl", default="3600", help="[scheduler] dag_cache_ttl for the bytecache run")
     ap.add_argument("--policy", help="[scheduler] dag_cache_policy for the bytecache run")
     ap.add_argument("--warmup-fraction", type=float, default=0.45, help="share of each run not judged (at most 10 min)")
-    ap.add_argument("--warmup-loops", type=int, default=0, help="the warm-up lasts at least until the scheduler finished this many loops")
-    ap.add_argument("--min-loops", type=int, default=0,
-                    help="a run goes on past its minutes until the scheduler finished this many loops (at most 3x as long)")
+    ap.add_argument("--warmup-loops", type=int, default=4,
+                    help="the warm-up lasts at least until the scheduler finished this many loops (default 4: a quick sweep)")
+    ap.add_argument("--min-loops", type=int,
+                    help="a run goes on past its minutes until the scheduler finished this many loops, at most 3x as long "
+                         "(default: 12 with --quick, else 0)")
     ap.add_argument("--min-update-interval", type=int, default=2, help="[core] min_serialized_dag_update_interval")
     ap.add_argument("--status-every", type=float, help="seconds between status lines (default 15, or 60 for runs over 10 min)")
     ap.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True, help="record the bytecache run's access trace")
@@ -98,7 +103,7 @@ def spec_from_args(args) -> SoakSpec:
         budget=parse_size(args.budget) if args.budget else None,
         warmup_fraction=args.warmup_fraction,
         warmup_loops=args.warmup_loops,
-        min_loops=args.min_loops,
+        min_loops=args.min_loops if args.min_loops is not None else (QUICK_MIN_LOOPS if args.quick else 0),
         ttl=args.ttl,
         policy=args.policy,
         min_update_interval=args.min_update_interval,

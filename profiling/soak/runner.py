@@ -230,9 +230,10 @@ def run_config(name: str, spec: SoakSpec, budget: int, template_db: Path, work: 
                     f"misses {statsd.counter('scheduler.dag_bag.cache_miss'):<6.0f} loops {loops():<4d} cache {mib(cb)} MiB  load {s.load1:.1f}")
             next_sample += spec.sample_interval
             time.sleep(max(0.0, next_sample - time.time()))
-    except Exception as exc:
-        rec.error = str(exc)
+    except Interrupted:
         raise
+    except Exception as exc:  # the record keeps what was measured, and says why it stopped
+        rec.error = str(exc)
     finally:
         redeployer.stop()
         rec.duration = time.time() - t_start
@@ -291,12 +292,14 @@ def run_soak(spec: SoakSpec, out: Path, work: Path, *, reference: RunRecord | No
                 continue
             log(f"soak: run {LABELS[name]} for {spec.durations[name]:.0f}s" + (f", budget {mib(budget)} MiB" if name == "bytecache" else ""))
             try:
-                results.runs.append(run_config(name, spec, budget, template_db, work, out, statsd, procs, status_every, keep_bin, log))
+                rec = run_config(name, spec, budget, template_db, work, out, statsd, procs, status_every, keep_bin, log)
             except Interrupted:
                 raise
             except Exception as exc:
-                log(f"soak: run {name} failed: {exc}")
-                results.runs.append(RunRecord(name, error=str(exc)))
+                rec = RunRecord(name, error=str(exc))
+            if rec.error:
+                log(f"soak: run {name} failed: {rec.error}")
+            results.runs.append(rec)
             results.save(out)
         results.finished = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         results.save(out)
