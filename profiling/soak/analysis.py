@@ -9,8 +9,11 @@ README all use it:
   distributions, not two single samples: the ``LEVEL_QUANTILE`` quantile of each run's RSS
   samples in its window, with a moving-block bootstrap confidence interval for the difference;
 * the **trend**: the slope of RSS over the judged window, fitted on block means, less the
-  reference run's own slope when that is positive, is at most ``SLOPE_FRACTION`` of the budget
-  per hour -- or at least not significantly above it (its confidence interval reaches down to it).
+  reference run's own slope when that is positive, is not significantly above its limit (its
+  confidence interval reaches down to it). The limit is ``SLOPE_FRACTION`` of the budget per
+  hour; a window shorter than ``LONG_WINDOW_S`` cannot resolve that from allocator steps, so
+  there the limit is the rate that would use up the bound's headroom over the budget
+  (``BOUND_FACTOR - 1`` x the budget) within the window, if that is higher.
 
 Three outcomes, each with its reason (:func:`judge`):
 
@@ -20,8 +23,9 @@ Three outcomes, each with its reason (:func:`judge`):
   same length would carry RSS past the bound;
 * ``flat``: the whole interval is within the bound and the slope is not significantly above
   its limit;
-* ``inconclusive``: anything else -- no reference, too few samples after the warm-up, an interval
-  that straddles the bound, or a short window in which RSS is still significantly rising.
+* ``inconclusive``: anything else -- no reference, too few samples or scheduler loops after the
+  warm-up, an interval that straddles the bound, or a short window in which RSS is still rising
+  significantly faster than the limit.
 """
 
 from __future__ import annotations
@@ -49,11 +53,12 @@ BOOTSTRAP_ROUNDS = 400
 CRITERION = (
     f"flat: after the warm-up, the scheduler's RSS above the reference run's (their "
     f"{round(100 * LEVEL_QUANTILE)}th percentiles, {round(100 * CONFIDENCE)}% confidence interval) stays within "
-    f"{BOUND_FACTOR:g} × the budget, and its slope (less the reference's) is not significantly above "
-    f"{100 * SLOPE_FRACTION:g}% of the budget per hour; growing: the interval lies above "
-    f"{BOUND_FACTOR:g} × the budget, or the slope is significantly above its limit and either the window is at least "
-    f"{LONG_WINDOW_S / 60:.0f} minutes long or, at the low end of its interval, another window of the same length "
-    f"would carry RSS past the bound; inconclusive: anything else, with the reason."
+    f"{BOUND_FACTOR:g} × the budget, and its slope (less the reference's) is not significantly above the limit: "
+    f"{100 * SLOPE_FRACTION:g}% of the budget per hour, or, in a window under {LONG_WINDOW_S / 60:.0f} minutes, the rate "
+    f"that would use the bound's {BOUND_FACTOR - 1:g} × budget of headroom within the window if that is higher; "
+    f"growing: the interval lies above {BOUND_FACTOR:g} × the budget, or the slope is significantly above its limit "
+    f"and either the window is at least {LONG_WINDOW_S / 60:.0f} minutes long or, at the low end of its interval, "
+    f"another window of the same length would carry RSS past the bound; inconclusive: anything else, with the reason."
 )
 
 
@@ -233,14 +238,18 @@ class Verdict:
         return f"{parts[0]} ({'; '.join(parts[1:])}) -- {self.reason}"
 
 
-def slope_limit(budget: int) -> float:
-    return SLOPE_FRACTION * budget
+def slope_limit(budget: int, window_s: float) -> float:
+    """Bytes per hour: 1% of the budget, or in a short window the headroom's worth over the window."""
+    limit = SLOPE_FRACTION * budget
+    if 0 < window_s < LONG_WINDOW_S:
+        limit = max(limit, (BOUND_FACTOR - 1) * budget / (window_s / 3600.0))
+    return limit
 
 
 def judge(subject: RunStats, reference: RunStats | None, budget: int) -> Verdict:
     """The verdict on ``subject`` by :data:`CRITERION`, against the ``reference`` run."""
     bound = BOUND_FACTOR * budget
-    limit = slope_limit(budget)
+    limit = slope_limit(budget, subject.window_s)
 
     def verdict(outcome: str, reason: str, excess=None, slope=None) -> Verdict:
         return Verdict(outcome, reason, subject.name, budget, bound, excess, slope, limit, subject.window_s)

@@ -162,3 +162,15 @@ def test_warmup_lasts_at_least_the_warmup_loops():
     assert spec.warmup_for(180.0, [10.0, 20.0, 30.0]) == pytest.approx(81.0)
     assert spec.warmup_for(180.0, [40.0, 80.0, 120.0, 160.0]) == pytest.approx(120.0)  # slow loops
     assert spec.warmup_for(40.0) == pytest.approx(20.0)  # the floor
+
+
+def test_slope_limit_is_one_percent_per_hour_or_the_headroom_over_a_short_window():
+    from profiling.soak.analysis import slope_limit
+
+    assert slope_limit(BUDGET, 3600) == pytest.approx(0.01 * BUDGET)
+    assert slope_limit(BUDGET, 240) == pytest.approx(0.25 * BUDGET / (240 / 3600))  # 8 MiB in 4 min: 120 MiB/h
+    # a slight, significant drift in a short window (5 MiB/h: allocator steps) is no evidence of growth
+    ref = run_stats(record("reference", 200, noise_mib=0.2))
+    drift = run_stats(record("bytecache", 220, slope_mib_h=40, noise_mib=0.2, seed=11))
+    v = judge(drift, ref, BUDGET)
+    assert v.slope.lo > 0.01 * BUDGET and v.outcome == FLAT, v.line()
