@@ -192,7 +192,7 @@ def plot(results: SoakResults, summary: Summary, path: Path) -> None:
     if summary.main is not None:
         title += f" -- bytecache: {summary.main.outcome}"
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
