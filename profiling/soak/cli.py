@@ -146,7 +146,8 @@ def run_and_report(spec: SoakSpec, reference, out: Path, work: Path, args, argv:
     t0 = time.time()
     print(f"soak: report folder {out}; work dir {work}", flush=True)
     try:
-        results = run_soak(spec, out, work, reference=reference, status_every=status_every, keep_bin=args.keep_bin, command=command)
+        run_soak(spec, out, work, reference=reference, status_every=status_every, keep_bin=args.keep_bin, command=command)
+        results = SoakResults.load(out)  # the report is rendered from the saved file, as `report DIR` does
         summary = report.write_all(results, out)
         print(f"soak: took {(time.time() - t0) / 60:.1f} min", flush=True)
         return show(results, out, summary)

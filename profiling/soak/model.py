@@ -87,7 +87,7 @@ class Sample:
     load1: float  # the machine's 1-minute load average when sampled
 
     def row(self) -> list:
-        return [round(self.t, 2), self.rss, self.pss, self.uss, self.load1]
+        return [self.t, self.rss, self.pss, self.uss, self.load1]
 
     @classmethod
     def from_row(cls, row: list) -> "Sample":

@@ -101,7 +101,7 @@ def sample_process(pid: int, t: float) -> Sample | None:
         m = psutil.Process(pid).memory_full_info()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return Sample(t, m.rss, getattr(m, "pss", 0), getattr(m, "uss", 0), os.getloadavg()[0])
+    return Sample(round(t, 2), m.rss, getattr(m, "pss", 0), getattr(m, "uss", 0), os.getloadavg()[0])
 
 
 def prepare_template(work: Path, spec: SoakSpec, out: Path) -> tuple[Path, dict]:
