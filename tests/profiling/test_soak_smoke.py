@@ -82,3 +82,12 @@ def test_a_real_scheduler_run_hits_its_cache(soak):
     assert run.scheduler["bag_class"] == "bytecache_airflow.dagbag.ByteBoundedDagBag"
     assert results.run("reference").scheduler["bag_class"].endswith("CachedDBDagBag")
     assert run.versions_end > run.versions_start
+
+
+def test_report_rerenders_the_run_identically(soak):
+    r, out, results = soak
+    names = ("summary.md", "rss.csv", "redeploys.csv", "rss.png")
+    before = {name: (out / name).read_bytes() for name in names}
+    again = subprocess.run([sys.executable, "-m", "profiling.soak", "report", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == r.returncode, again.stdout[-2000:] + again.stderr[-2000:]
+    assert {name: (out / name).read_bytes() for name in names} == before
