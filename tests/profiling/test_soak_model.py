@@ -68,3 +68,26 @@ def test_reused_reference_needs_the_same_workload():
     earlier.runs = [r for r in earlier.runs if r.name != "reference"]
     with pytest.raises(ValueError, match="no reference run"):
         reused_reference(earlier, spec, "reports/x")
+
+
+def test_the_airflow_version_is_part_of_the_spec(tmp_path):
+    earlier = results()
+    earlier.spec = replace(earlier.spec, airflow="3.3.2")
+    other_release = replace(earlier.spec, airflow="3.2.2")
+    with pytest.raises(ValueError, match=r"another workload.*'airflow': \('3.3.2', '3.2.2'\)"):
+        reused_reference(earlier, other_release, "reports/x")
+    earlier.save(tmp_path)
+    assert SoakResults.load(tmp_path).spec.airflow == "3.3.2"
+    report.write_all(earlier, tmp_path)
+    assert "\nAirflow 3.3.2.\n" in (tmp_path / "summary.md").read_text()
+
+
+def test_before_33_there_is_no_entry_cap_to_set():
+    pre33 = dict(workload=WorkloadSpec(n_dags=8), durations={}, airflow="3.2.2", airflow_cache_size=0)
+    spec = SoakSpec(configs=("stock", "bytecache"), **pre33)
+    assert spec.label("stock") == "(b) stock Airflow 3.2.2 (unbounded DAG dict)"
+    for config in ("unbounded", "reference"):
+        with pytest.raises(ValueError, match=f"--configs: {config} set Airflow 3.3's SCHEDULER_DAG_CACHE_SIZE; Airflow 3.2.2 has none"):
+            SoakSpec(configs=(config, "bytecache"), **pre33)
+    on33 = SoakSpec(workload=WorkloadSpec(n_dags=8), configs=("stock",), durations={}, airflow="3.3.2", airflow_cache_size=512)
+    assert on33.label("stock") == "(b) stock Airflow 3.3.2 (512-entry LRU)"
