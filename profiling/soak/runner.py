@@ -32,7 +32,7 @@ BIN = Path(sys.executable).parent
 Log = Callable[[str], None]
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):  # like KeyboardInterrupt: no "except Exception" may swallow it
     pass
 
 
