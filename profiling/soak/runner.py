@@ -69,7 +69,7 @@ def find_airflow(choice: str | None = None) -> AirflowInstall:
     return AirflowInstall(bin_dir, version, int(cap))
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):  # like KeyboardInterrupt: no "except Exception" may swallow it
     pass
 
 
