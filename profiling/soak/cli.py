@@ -186,7 +186,9 @@ def cmd_report(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(prog="python -m profiling.soak", description="The scheduler soak: does the real airflow scheduler's RSS stay flat under DAG-version churn?")
+    ap = argparse.ArgumentParser(prog="python -m profiling.soak", description="The scheduler soak: does the real airflow scheduler's RSS stay flat under DAG-version churn?",
+                                 epilog="`run --help` lists the run's options, among them --airflow VERSION|PYTHON: the soak on another "
+                                        "Airflow release's environment (e.g. 3.2.2: ./.venv-3.2)")
     sub = ap.add_subparsers(dest="command", required=True)
     add_run_arguments(sub.add_parser("run", help="measure: run the configurations and write the report folder"))
     rep = sub.add_parser("report", help="re-render a saved report folder from its results.json")
