@@ -99,6 +99,7 @@ def worker(args) -> dict:
     session.commit()
     dag_ids = [r.dag_id for r in runs]
     bag = make_bag(args.variant, args.budget)
+    maintain = getattr(bag, "maintain", None)  # ours: calibration and reclaim run off the lookups
     counts = {"hits": 0, "misses": 0}
     count_hits_and_misses(bag, counts)
 
@@ -144,6 +145,8 @@ def worker(args) -> dict:
                 if bag.get_dag_for_run(run, session=session) is None:
                     raise RuntimeError(f"no DAG for run {run.dag_id}")
             session.commit()
+            if maintain is not None:  # what the bag's maintenance thread does in a scheduler
+                maintain()
             if step % args.sample_every == 0 or step == args.versions - 1:
                 traced = None
                 if tracker is None:
