@@ -39,7 +39,7 @@ install: $(STAMP)
 $(MATRIX:%=venv-%): venv-%: .venv-%/.installed
 
 soak: $(STAMP)
-	$(PY) profiling/scheduler_soak.py --quick
+	$(PY) -m profiling.soak run --quick
 
 # = CI (.ci/run): the whole suite on Airflow $(AIRFLOW), then the matrix
 test: $(STAMP) $(MATRIX:%=.venv-%/.installed)

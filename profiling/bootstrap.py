@@ -16,12 +16,13 @@ Everything here is opt-in through environment variables, and nothing changes Air
     (default 3.8, the measured mean deep/JSON ratio), memoized per version.
 ``BYTECACHE_PROFILE_REPORT=FILE``
     writes a JSON report when the scheduler exits gracefully (SIGTERM/SIGINT): bag class and
-    entries, bytecache's gauges, lookups / hits / misses / scheduler loops counted in-process,
-    full (generation-2) GC collections and their time, the RSS at the start of the scheduling
-    loop and after its first iteration (the soak's baseline), and, with ``BYTECACHE_PROFILE_DEEP=1``, the deep size of the
-    cached DAGs. Before writing it runs ``gc.collect()``, so evicted-but-uncollected DAGs are
-    gone when memray's tracker (Airflow's ``[profiling] memray_trace_components``) closes and
-    memray's leaked-at-exit records under the bag's load path are exactly the cached DAGs.
+    entries, lookups / hits / misses / scheduler loops counted in-process, full (generation-2) GC
+    collections and their time, the RSS at the start of the scheduling loop and after its first
+    iteration; for a byte-bounded bag its ``snapshot()`` (the bag's public introspection API:
+    entries with weights, counters, weighing and reclaim state) and, with
+    ``BYTECACHE_PROFILE_DEEP=1``, the deep walk of the cached DAGs
+    (``profiling.cache_contents``), taken at the same instant as the snapshot. Before writing
+    it runs ``gc.collect()``, so evicted-but-uncollected DAGs are gone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import os
 import sys
 import threading
 import time
+
+from profiling.cache_contents import cached_dags, deep_walk, pympler_size
 
 _state: dict = {
     "bag": None,
@@ -199,14 +202,6 @@ def _instrument_bag(bag) -> None:
     count_hits_and_misses(bag, _state)
 
 
-def _cached_dags(bag) -> list:
-    dags = getattr(bag, "_dags", {})
-    data = getattr(dags, "_data", None)  # a ByteCache: read entries without touching recency
-    if data is not None:
-        return [getattr(e.value, "dag", None) for e in list(data.values())]
-    return [getattr(e, "dag", None) for e in list(dict.values(dags) if isinstance(dags, dict) else dags.values())]
-
-
 def write_report(reason: str) -> None:
     path = os.environ.get("BYTECACHE_PROFILE_REPORT")
     if _state["reported"]:
@@ -229,42 +224,21 @@ def write_report(reason: str) -> None:
     }
     if bag is not None:
         report["bag_class"] = f"{type(bag).__module__}.{type(bag).__qualname__}"
-        report["bag_store"] = type(getattr(bag, "_dags", None)).__name__
-        report["entries"] = len(getattr(bag, "_dags", ()))
-        if hasattr(bag, "gauges"):
-            report["gauges"] = bag.gauges()
-            rc = getattr(bag, "reclaimer", None)
-            if rc is not None:
-                report["reclaims"] = rc.collections
-                report["reclaim_ms"] = rc.total_ms
-                report["trims"] = rc.trims
-                report["trim_ms"] = rc.trim_ms
-            cal = getattr(bag, "calibrator", None)
-            if cal is not None:
-                report["calibrated_ratio"] = cal.ratio
-                report["calibrator_samples"] = cal.samples
+        snapshot = getattr(bag, "snapshot", None)
+        if snapshot is None:  # Airflow's own bag: its store is Airflow's cachetools mapping
+            report["entries"] = len(bag._dags)
+        else:
+            snap = snapshot()
+            report["entries"] = len(snap.entries)
+            report["snapshot"] = snap.to_dict()
             if hasattr(bag, "describe"):
                 report["describe"] = bag.describe()
-        if os.environ.get("BYTECACHE_PROFILE_DEEP") == "1":
-            from bytecache.measure import deep_sizeof
-
-            t1 = time.perf_counter()
-            dags = [d for d in _cached_dags(bag) if d is not None]
-            sizes = [deep_sizeof(d) for d in dags]
-            report["deep_bytes"] = sum(sizes)
-            report["deep_entries"] = len(dags)
-            report["deep_ms"] = (time.perf_counter() - t1) * 1000.0
-            data = getattr(getattr(bag, "_dags", None), "_data", None)
-            if data is not None:
-                # Per entry, to see where the gauge and the deep size part (by size, shape, age).
-                from bytecache.measure import walk_sizeof
-
-                entries = [e for e in list(data.values()) if getattr(e.value, "dag", None) is not None]
-                report["deep_detail"] = [
-                    {"dag_id": e.value.dag.dag_id, "json": e.value.serialized_bytes, "weight": e.weight,
-                     "walk": walk_sizeof(e.value.dag), "pympler": size}
-                    for e, size in zip(entries, sizes)
-                ]
+            if os.environ.get("BYTECACHE_PROFILE_DEEP") == "1":
+                dags = cached_dags(bag)
+                report["deep"] = deep_walk(dags)
+                t1 = time.perf_counter()
+                report["deep"]["pympler_bytes"] = pympler_size(dags)
+                report["deep"]["pympler_ms"] = (time.perf_counter() - t1) * 1000.0
     if _trace is not None:
         _trace.close()
         report["trace"] = {"path": _trace.path, "records": _trace.records}
@@ -298,7 +272,7 @@ def install() -> None:
     trace_path = os.environ.get("BYTECACHE_PROFILE_TRACE")
     if trace_path:
         conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
-        db_path = conn[len("sqlite:///"):] if conn.startswith("sqlite:///") else None
+        db_path = conn[len("sqlite:///"):].split("?")[0] if conn.startswith("sqlite:///") else None
         _trace = _TraceWriter(trace_path, db_path, float(os.environ.get("BYTECACHE_PROFILE_TRACE_RATIO", "3.8")))
 
     runner_cls = sjr.SchedulerJobRunner
@@ -329,10 +303,9 @@ def install() -> None:
             if _state["loops"] == 1:
                 # Start-up is over (executor workers forked, first queries compiled, first DAGs
                 # read): the soak's baseline. The cache's own bytes at this point are recorded too.
-                bag = _state["bag"]
-                gauges = bag.gauges() if bag is not None and hasattr(bag, "gauges") else {}
-                _state["first_loop"] = {"t": time.time(), "rss": _rss(), "entries": len(getattr(bag, "_dags", ())),
-                                        "cache_bytes": gauges.get("cache_bytes")}
+                snapshot = getattr(_state["bag"], "snapshot", None)
+                _state["first_loop"] = {"t": time.time(), "rss": _rss(),
+                                        "cache_bytes": snapshot().cached_bytes if snapshot is not None else None}
 
     def _exit_gracefully(self, signum, frame):
         if os.getpid() == _state["runner_pid"]:

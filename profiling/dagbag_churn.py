@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """In-process DAG-bag churn: thousands of DAG versions through ``get_dag_for_run`` in a minute.
 
     python profiling/dagbag_churn.py                       # ~2,000 versions per variant
@@ -46,15 +45,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from profiling.bootstrap import count_hits_and_misses  # noqa: E402
-from profiling.workload import WorkloadSpec, airflow_env, parse_size_mix, write_dags  # noqa: E402
+from profiling.bootstrap import count_hits_and_misses
+from profiling.memray_files import under_load_path
+from profiling.soak.analysis import accounting_error
+from profiling.units import MiB, mib
+from profiling.workload import WorkloadSpec, airflow_env, parse_size_mix, write_dags
 
-MB = 1024 * 1024
 VARIANTS = ("dbdagbag", "lru512", "bytecache")
-LOAD_PATH_FUNCS = ("_get_dag", "_read_dag", "get_latest_version_of_dag")
 #: Sizes that deserialize fast enough for thousands of versions a minute on a 2-core box.
 CHURN_SIZE_MIX = {10: 40, 50: 30, 200: 20, 500: 10}
 
@@ -78,10 +76,6 @@ def make_bag(variant: str, budget: int):
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _under_load_path(frames) -> bool:
-    return any(fn in LOAD_PATH_FUNCS and str(path).endswith("dagbag.py") for fn, path, *_ in frames)
 
 
 def worker(args) -> dict:
@@ -177,7 +171,7 @@ def worker(args) -> dict:
             retained = 0
             for st in snap.statistics("traceback"):
                 frames = [(_func_name(f), f.filename, f.lineno) for f in st.traceback]
-                if _under_load_path(frames):
+                if under_load_path(frames):
                     retained += st.size
             tracemalloc.stop()
     finally:
@@ -233,7 +227,7 @@ def _memray_figures(bin_path: Path, t0: float) -> dict:
         heap = [((s.time - start_ms) / 1000.0 - (t0 - reader.metadata.start_time.timestamp()), s.heap, s.rss) for s in reader.get_memory_snapshots()]
         for rec in reader.get_leaked_allocation_records(merge_threads=True):
             total += rec.size
-            if _under_load_path(rec.stack_trace()):
+            if under_load_path(rec.stack_trace()):
                 retained += rec.size
         peak = reader.metadata.peak_memory
     return {"retained_under_load_path": retained, "heap_end": total, "heap_peak": peak, "heap_series": heap[:: max(1, len(heap) // 400)]}
@@ -247,16 +241,6 @@ def prepare(home: Path, spec: WorkloadSpec, log) -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=600)
     subprocess.run([sys.executable, "-m", "profiling.workload", "prepare", "--dags-folder", str(home / "dags"), "--spec", spec.to_json()],
                    env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=900, cwd=str(ROOT))
-
-
-def _fmt_mb(x) -> str:
-    return "n/a" if x is None else f"{x / MB:.1f}"
-
-
-def accounting_error(gauge, measured):
-    if not gauge or not measured:
-        return None
-    return gauge / measured - 1
 
 
 def write_report(out: Path, results: list[dict], spec: WorkloadSpec, args) -> None:
@@ -277,14 +261,14 @@ def write_report(out: Path, results: list[dict], spec: WorkloadSpec, args) -> No
         fig, ax = plt.subplots(figsize=(9, 5))
         for r in results:
             if r.get("heap_series"):
-                ax.plot([t for t, _, _ in r["heap_series"]], [h / MB for _, h, _ in r["heap_series"]], label=f"{r['variant']} heap (memray)")
+                ax.plot([t for t, _, _ in r["heap_series"]], [h / MiB for _, h, _ in r["heap_series"]], label=f"{r['variant']} heap (memray)")
             else:
-                ax.plot([t for t, *_ in r["series"]], [(x[3] or 0) / MB for x in r["series"]], label=f"{r['variant']} heap (tracemalloc)")
-            ax.plot([t for t, *_ in r["series"]], [x[2] / MB for x in r["series"]], ls=":", label=f"{r['variant']} RSS")
+                ax.plot([t for t, *_ in r["series"]], [(x[3] or 0) / MiB for x in r["series"]], label=f"{r['variant']} heap (tracemalloc)")
+            ax.plot([t for t, *_ in r["series"]], [x[2] / MiB for x in r["series"]], ls=":", label=f"{r['variant']} RSS")
         if args.budget:
-            ax.axhline(args.budget / MB, color="grey", ls="--", lw=0.8, label="bytecache budget")
+            ax.axhline(args.budget / MiB, color="grey", ls="--", lw=0.8, label="bytecache budget")
         ax.set_xlabel("seconds")
-        ax.set_ylabel("MB")
+        ax.set_ylabel("MiB")
         ax.set_title("DAG-bag retained heap under version churn")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
@@ -297,17 +281,17 @@ def write_report(out: Path, results: list[dict], spec: WorkloadSpec, args) -> No
         f"# DAG-bag churn ({args.tracker})",
         "",
         f"{spec.n_dags} DAGs / running runs (seed {spec.seed}), {args.versions} version steps, {args.lookups} lookups per step "
-        f"(round-robin over the runs, `get_dag_for_run`); bytecache budget {args.budget / MB:.1f} MB.",
+        f"(round-robin over the runs, `get_dag_for_run`); bytecache budget {args.budget / MiB:.1f} MiB.",
         "",
-        "| variant | versions | seconds | hits / misses | entries | heap at end, MB | retained under load path, MB | bytes gauge, MB | accounting error | RSS at end, MB |",
+        "| variant | versions | seconds | hits / misses | entries | heap at end, MiB | retained under load path, MiB | bytes gauge, MiB | accounting error | RSS at end, MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         err = accounting_error(r.get("gauge"), r.get("retained_under_load_path"))
         lines.append(
             f"| {r['variant']} | {r['versions']} | {r['seconds']:.1f} | {r['hits']} / {r['misses']} | {r['entries']} | "
-            f"{(r.get('heap_end') or 0) / MB:.1f} | {(r.get('retained_under_load_path') or 0) / MB:.1f} | "
-            f"{_fmt_mb(r.get('gauge'))} | {'n/a' if err is None else f'{100 * err:+.1f}%'} | {r['rss_end'] / MB:.1f} |"
+            f"{(r.get('heap_end') or 0) / MiB:.1f} | {(r.get('retained_under_load_path') or 0) / MiB:.1f} | "
+            f"{mib(r.get('gauge'))} | {'n/a' if err is None else f'{100 * err:+.1f}%'} | {r['rss_end'] / MiB:.1f} |"
         )
     lines += [
         "",
@@ -393,9 +377,9 @@ def main(argv=None) -> int:
             err = accounting_error(res.get("gauge"), res.get("retained_under_load_path"))
             print(
                 f"churn: {variant:9s} {res['versions']} versions in {res['seconds']:.0f}s (+{time.time() - t - res['seconds']:.0f}s analysis): "
-                f"hits {res['hits']} misses {res['misses']}, entries {res['entries']}, heap at end {(res.get('heap_end') or 0) / MB:.1f} MB, "
-                f"retained under load path {(res.get('retained_under_load_path') or 0) / MB:.1f} MB"
-                + (f", gauge {res['gauge'] / MB:.1f} MB (accounting error {100 * err:+.1f}%)" if err is not None else ""),
+                f"hits {res['hits']} misses {res['misses']}, entries {res['entries']}, heap at end {(res.get('heap_end') or 0) / MiB:.1f} MiB, "
+                f"retained under load path {(res.get('retained_under_load_path') or 0) / MiB:.1f} MiB"
+                + (f", gauge {res['gauge'] / MiB:.1f} MiB (accounting error {100 * err:+.1f}%)" if err is not None else ""),
                 flush=True,
             )
         write_report(out, results, spec, args)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Replay a recorded scheduler access trace through the core benchmark's policies.
 
     python -m profiling.replay_trace profiling/traces/quick-soak.trace.gz
@@ -20,12 +19,8 @@ import gzip
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.replay import replay, weight_of  # noqa: E402
+from benchmarks.replay import replay, weight_of
+from profiling.units import mib
 
 __all__ = ["load_trace", "working_set", "replay_table", "main"]
 
@@ -81,14 +76,14 @@ def format_table(trace, rows) -> str:
     keys = len({k for k, _ in trace})
     names = list(rows[0]["results"]) if rows else []
     lines = [
-        f"trace: {len(trace)} lookups, {keys} distinct versions, working set {ws / 1024 / 1024:.1f} MB",
+        f"trace: {len(trace)} lookups, {keys} distinct versions, working set {mib(ws)} MiB",
         "",
         "| budget | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
     for row in rows:
         cells = [f"{100 * h:.1f} / {100 * b:.1f}" for h, b in (row["results"][n] for n in names)]
-        lines.append(f"| {int(100 * row['fraction'])}% ({row['budget'] / 1024 / 1024:.1f} MB) | " + " | ".join(cells) + " |")
+        lines.append(f"| {int(100 * row['fraction'])}% ({mib(row['budget'])} MiB) | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("cells: object hit % / byte hit %")
     return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""Reporters: ``summary.md``, ``rss.csv``/``redeploys.csv`` and ``rss.png`` from the records alone.
+
+Every figure comes from :class:`profiling.soak.model.SoakResults` and
+:mod:`profiling.soak.analysis`; nothing here measures, so ``report DIR`` re-renders a saved soak
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from statistics import mean, median
+
+from profiling.soak import analysis
+from profiling.soak.analysis import ACCOUNTING_BOUND, CRITERION, Summary, accounting_error, quantile
+from profiling.soak.model import RunRecord, SoakResults
+from profiling.units import MiB, mib
+
+COLORS = {"unbounded": "tab:red", "stock": "tab:orange", "reference": "tab:gray", "bytecache": "tab:blue"}
+
+
+def _f(x, fmt: str = "{:.1f}") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}%"
+
+
+def cache_figures(run: RunRecord) -> dict:
+    """The cache's own figures at the scheduler's exit: the gauge, the exact measures, counters."""
+    rep = run.scheduler
+    snap = rep.get("snapshot") or {}
+    deep = rep.get("deep") or {}
+    gauge = snap.get("cached_bytes")
+    hits, misses, loops = rep.get("hits"), rep.get("misses"), rep.get("loops") or 0
+    reclaim = snap.get("reclaim") or {}
+    return {
+        "entries": rep.get("entries"),
+        "gauge": gauge,
+        "walk": deep.get("walk_bytes"),
+        "pympler": deep.get("pympler_bytes"),
+        "err_walk": accounting_error(gauge, deep.get("walk_bytes")),
+        "err_pympler": accounting_error(gauge, deep.get("pympler_bytes")),
+        "memray_under_load_path": run.memray.get("retained_under_load_path"),
+        "hits": hits,
+        "misses": misses,
+        "loops": loops,
+        "hit_ratio": hits / (hits + misses) if hits is not None and misses is not None and hits + misses else None,
+        "misses_per_loop": misses / loops if misses is not None and loops else None,
+        "statsd_hits": run.statsd.get("cache_hit"),
+        "reclaim": reclaim,
+        "ratio": (snap.get("weighing") or {}).get("ratio"),
+    }
+
+
+# -- markdown ---------------------------------------------------------------------------------------
+def render_markdown(results: SoakResults, summary: Summary) -> str:
+    spec, w = results.spec, results.spec.workload
+    runs = [r for r in results.runs]
+    stats, verdicts = summary.stats, summary.verdicts
+    setup = results.setup
+    memray = {"off": "off", "default": "on (default mode)", "detailed": "detailed (native + Python allocators)"}[spec.memray]
+    lines = [
+        f"# Scheduler soak, started {results.started}",
+        "",
+        f"Command: `{results.command}`",
+        "",
+        f"Airflow {spec.airflow or 'version not recorded'}.",
+        "",
+        f"Workload: {w.n_dags} DAGs (seed {w.seed}, size mix {', '.join(f'{k}:{v:g}' for k, v in sorted(w.size_mix.items()))} tasks:weight, "
+        f"{setup.get('tasks')} tasks, {mib(setup.get('json_bytes'))} MiB of serialized JSON), {w.runs} running runs "
+        f"(default_pool 0 slots), {w.per_tick()} files rewritten every {w.redeploy_interval:g} s; active set ≈ "
+        f"{mib(setup.get('active_bytes_estimate'))} MiB deserialized (estimate); budget {mib(results.budget)} MiB; "
+        f"`min_serialized_dag_update_interval` {spec.min_update_interval} s; memray {memray}.",
+        "",
+        "| metric | " + " | ".join(spec.label(r.name) + (f" (from {r.source})" if r.source else "") for r in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
+
+    def row(label: str, fn) -> None:
+        cells = []
+        for r in runs:
+            st = stats.get(r.name)
+            try:
+                cells.append(fn(r, st) if st is not None else "n/a")
+            except (KeyError, TypeError, ZeroDivisionError):
+                cells.append("n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    def verdict_of(r):
+        return verdicts.get(r.name)
+
+    row("run length / warm-up, s; scheduler loops judged", lambda r, st: f"{r.duration:.0f} / {r.warmup:.0f}; {_f(st.loops_judged, '{}')}")
+    row("machine load (1-min average) mean / max", lambda r, st: f"{_f(st.load_mean, '{:.1f}')} / {_f(st.load_max, '{:.1f}')}")
+    row("RSS after the first loop, MiB", lambda r, st: mib(st.baseline))
+    row("peak RSS, MiB", lambda r, st: mib(st.peak))
+    row(f"RSS p{round(100 * analysis.LEVEL_QUANTILE)} after warm-up, MiB", lambda r, st: mib(st.level))
+    row(f"PSS / USS p{round(100 * analysis.LEVEL_QUANTILE)} after warm-up, MiB", lambda r, st: f"{mib(st.pss_level)} / {mib(st.uss_level)}")
+    row("RSS above the reference, MiB [95% CI]", lambda r, st: verdict_of(r).excess.fmt(MiB) if verdict_of(r) and verdict_of(r).excess else "n/a")
+    row("slope after warm-up, MiB/h [95% CI]", lambda r, st: st.slope.fmt(MiB) if st.slope else "n/a")
+    row("verdict", lambda r, st: f"**{verdict_of(r).outcome}**" if verdict_of(r) else "(baseline)")
+    row("DAG versions created / redeploy ticks", lambda r, st: f"{r.versions_end - r.versions_start} / {len(r.redeploys)}")
+    figs = {r.name: cache_figures(r) for r in runs}
+    row("lookups: hits / misses (hit ratio), in-process", lambda r, st: f"{figs[r.name]['hits']} / {figs[r.name]['misses']} ({_f(figs[r.name]['hit_ratio'], '{:.2f}')})")
+    row("cache hits received by statsd", lambda r, st: _f(figs[r.name]["statsd_hits"], "{:.0f}"))
+    row("scheduler loops; misses per loop", lambda r, st: f"{figs[r.name]['loops']}; {_f(figs[r.name]['misses_per_loop'], '{:.2f}')}")
+    row("scheduler_loop_duration mean / p50 / p95, ms",
+        lambda r, st: f"{_f(mean(r.loop_ms), '{:.0f}')} / {_f(median(r.loop_ms), '{:.0f}')} / {_f(quantile(r.loop_ms, 0.95), '{:.0f}')}" if r.loop_ms else "n/a")
+    row("cache entries at exit", lambda r, st: _f(figs[r.name]["entries"], "{}"))
+    row("bytes gauge at exit, MiB", lambda r, st: mib(figs[r.name]["gauge"]))
+    row("exact: deep walk of the cached DAGs at exit, MiB", lambda r, st: mib(figs[r.name]["walk"]))
+    row("accounting error: gauge vs deep walk", lambda r, st: _pct(figs[r.name]["err_walk"]))
+    row("pympler asizeof of the cached DAGs, MiB (gauge vs it)", lambda r, st: f"{mib(figs[r.name]['pympler'])} ({_pct(figs[r.name]['err_pympler'])})" if figs[r.name]["pympler"] else "n/a")
+    row("memray default mode: retained under the load path at exit, MiB (arena-granular)", lambda r, st: mib(figs[r.name]["memray_under_load_path"]))
+    row("calibrated bytes per JSON byte", lambda r, st: _f(figs[r.name]["ratio"], "{:.2f}"))
+    row("GC reclaims (s); heap trims (s)", lambda r, st: "{} ({:.1f}); {} ({:.1f})".format(
+        figs[r.name]["reclaim"]["collections"], figs[r.name]["reclaim"]["collection_seconds"],
+        figs[r.name]["reclaim"]["trims"], figs[r.name]["reclaim"]["trim_seconds"]) if figs[r.name]["reclaim"] else "n/a")
+    row("bag overhead: share of wall time", lambda r, st: _pct(figs[r.name]["reclaim"].get("overhead_share")).lstrip("+") if figs[r.name]["reclaim"] else "n/a")
+    lines += [
+        "",
+        f"Criterion -- {CRITERION}",
+        "",
+        f"Accounting: the bytes gauge is compared with the deep walk of the cached DAGs taken inside the scheduler at "
+        f"exit (every object reachable from them, each counted once; types, modules, functions and code excluded); "
+        f"the bound is ±{100 * ACCOUNTING_BOUND:.0f}%. memray's default mode attributes whole pymalloc arenas to the "
+        f"stack that first touched them: its figure is shown for orientation, not as a measure of the cache.",
+        "",
+        f"Files: `rss.csv`, `redeploys.csv`, `rss.png`, `results.json` (everything above is computed from it: "
+        f"`python -m profiling.soak report DIR`); per run `scheduler.log`, `dag-processor.log`, `scheduler-report.json`"
+        + (", `memray-flamegraph.html`, `memray-flamegraph-leaks.html`, `memray-stats.txt`, `memray-summary.txt`" if spec.memray != "off" else "")
+        + ".",
+        "",
+    ]
+    for r in runs:
+        if r.error:
+            lines.append(f"- {r.name}: ERROR {r.error}")
+    for name, v in verdicts.items():
+        if name != "bytecache":
+            lines.append(f"Beside it, {v.line()}")
+            lines.append("")
+    if summary.main is not None:
+        lines.append(f"Verdict {summary.main.line()}")
+    else:
+        lines.append("Verdict bytecache: inconclusive -- the bytecache run produced no samples")
+    return "\n".join(lines) + "\n"
+
+
+# -- CSV ------------------------------------------------------------------------------------------
+def write_csv(results: SoakResults, out: Path) -> None:
+    with open(out / "rss.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["config", "t_s", "rss_bytes", "pss_bytes", "uss_bytes", "load1"])
+        for r in results.runs:
+            for s in r.samples:
+                w.writerow([r.name, *s.row()])
+    with open(out / "redeploys.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["config", "t_s"])
+        for r in results.runs:
+            for t in r.redeploys:
+                w.writerow([r.name, t])
+
+
+# -- plot -------------------------------------------------------------------------------------------
+def plot(results: SoakResults, summary: Summary, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "bytecache-soak"
+    fig, ax = plt.subplots(figsize=(11, 6))
+    for r in results.runs:
+        if not r.samples:
+            continue
+        ts = [s.t / 60 for s in r.samples]
+        color = COLORS[r.name]
+        ax.plot(ts, [s.rss / MiB for s in r.samples], label=f"{results.spec.label(r.name)} RSS", color=color, lw=1.5)
+        ax.plot(ts, [s.pss / MiB for s in r.samples], color=color, lw=0.8, ls=":", label=f"{r.name} PSS")
+        ax.axvline(r.warmup / 60, color=color, lw=0.6, ls="-.")
+    ref = summary.stats.get("reference")
+    if ref is not None and ref.level is not None:
+        q = round(100 * analysis.LEVEL_QUANTILE)
+        ax.axhline(ref.level / MiB, color="tab:gray", lw=0.8, ls="--", label=f"reference p{q} after warm-up")
+        ax.axhline((ref.level + results.budget) / MiB, color="tab:green", lw=0.8, ls=":", label=f"+ budget ({mib(results.budget)} MiB)")
+        ax.axhline((ref.level + analysis.BOUND_FACTOR * results.budget) / MiB, color="tab:green", lw=1.2, ls="--",
+                   label=f"+ {analysis.BOUND_FACTOR:g} × budget: the bound")
+    ax.set_xlabel("minutes since scheduler start (dash-dot: each run's warm-up end)")
+    ax.set_ylabel("MiB")
+    title = f"Airflow {results.spec.airflow} scheduler memory under DAG-version churn".replace("  ", " ")
+    if summary.main is not None:
+        title += f" -- bytecache: {summary.main.outcome}"
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_all(results: SoakResults, out: Path) -> Summary:
+    """Every report file from ``results``; returns the summary."""
+    summary = analysis.summarize(results)
+    write_csv(results, out)
+    plot(results, summary, out / "rss.png")
+    (out / "summary.md").write_text(render_markdown(results, summary))
+    return summary

@@ -1,0 +1,93 @@
+"""The soak's records: results.json round trip, the reused reference's spec check, and a
+report that re-renders byte for byte from the saved file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from profiling.soak import report
+from profiling.soak.cli import main as soak_main
+from profiling.soak.model import RunRecord, Sample, SoakResults, SoakSpec, reused_reference
+from profiling.units import MiB
+from profiling.workload import WorkloadSpec
+
+
+def results() -> SoakResults:
+    spec = SoakSpec(workload=WorkloadSpec(n_dags=8, seed=3), configs=("reference", "bytecache"),
+                    durations={"reference": 200.0, "bytecache": 200.0})
+    runs = []
+    for name, level in (("reference", 200), ("bytecache", 220)):
+        samples = [Sample(float(t), (level + (t % 7)) * MiB, 150 * MiB, 120 * MiB, 2.5) for t in range(200)]
+        rec = RunRecord(name, budget=32 * MiB if name == "bytecache" else None, duration=200.0, warmup=90.0, samples=samples,
+                        redeploys=[5.0, 10.0], versions_start=8, versions_end=40,
+                        scheduler={"hits": 30, "misses": 10, "loops": 4, "first_loop": {"rss": 180 * MiB}})
+        if name == "bytecache":
+            rec.scheduler.update({"entries": 3, "snapshot": {"cached_bytes": 21 * MiB, "weighing": {"ratio": 7.1}, "reclaim": {}},
+                                  "deep": {"walk_bytes": 20 * MiB, "pympler_bytes": 22 * MiB}})
+        runs.append(rec)
+    return SoakResults(spec, 32 * MiB, {"dags": 8, "tasks": 100, "json_bytes": 5 * MiB, "active_bytes_estimate": 30 * MiB},
+                       runs, command="python -m profiling.soak run --quick", started="2026-11-29 05:00:00 UTC")
+
+
+def test_results_round_trip(tmp_path):
+    res = results()
+    res.save(tmp_path)
+    back = SoakResults.load(tmp_path)
+    assert back == res
+    assert json.loads((tmp_path / "results.json").read_text())["spec"]["workload"]["n_dags"] == 8
+    (tmp_path / "results.json").write_text(json.dumps({**res.to_dict(), "format": 99}))
+    with pytest.raises(ValueError, match="format 99"):
+        SoakResults.load(tmp_path)
+
+
+def test_report_rerenders_identically(tmp_path, capsys):
+    res = results()
+    res.save(tmp_path)
+    summary = report.write_all(res, tmp_path)
+    assert summary.main.outcome == "flat"
+    first = {name: (tmp_path / name).read_bytes() for name in ("summary.md", "rss.csv", "redeploys.csv", "rss.png")}
+    assert "accounting error: gauge vs deep walk | n/a | +5.0% |" in first["summary.md"].decode()
+    assert soak_main(["report", str(tmp_path)]) == 0  # 0: flat
+    assert {name: (tmp_path / name).read_bytes() for name in first} == first
+    out = capsys.readouterr().out
+    assert "soak: verdict flat; plot" in out and str(tmp_path / "rss.png") in out
+    assert first["summary.md"].decode().strip().splitlines()[-1].startswith("Verdict bytecache: flat (")
+
+
+def test_reused_reference_needs_the_same_workload():
+    earlier = results()
+    spec = replace(earlier.spec, durations={"bytecache": 1800.0}, configs=("reference", "bytecache"))
+    ref = reused_reference(earlier, spec, "reports/x")
+    assert ref.name == "reference" and ref.source == "reports/x" and ref.samples == earlier.run("reference").samples
+    other = replace(spec, workload=replace(spec.workload, seed=4))
+    with pytest.raises(ValueError, match="another workload.*seed"):
+        reused_reference(earlier, other, "reports/x")
+    earlier.runs = [r for r in earlier.runs if r.name != "reference"]
+    with pytest.raises(ValueError, match="no reference run"):
+        reused_reference(earlier, spec, "reports/x")
+
+
+def test_the_airflow_version_is_part_of_the_spec(tmp_path):
+    earlier = results()
+    earlier.spec = replace(earlier.spec, airflow="3.3.2")
+    other_release = replace(earlier.spec, airflow="3.2.2")
+    with pytest.raises(ValueError, match=r"another workload.*'airflow': \('3.3.2', '3.2.2'\)"):
+        reused_reference(earlier, other_release, "reports/x")
+    earlier.save(tmp_path)
+    assert SoakResults.load(tmp_path).spec.airflow == "3.3.2"
+    report.write_all(earlier, tmp_path)
+    assert "\nAirflow 3.3.2.\n" in (tmp_path / "summary.md").read_text()
+
+
+def test_before_33_there_is_no_entry_cap_to_set():
+    pre33 = dict(workload=WorkloadSpec(n_dags=8), durations={}, airflow="3.2.2", airflow_cache_size=0)
+    spec = SoakSpec(configs=("stock", "bytecache"), **pre33)
+    assert spec.label("stock") == "(b) stock Airflow 3.2.2 (unbounded DAG dict)"
+    for config in ("unbounded", "reference"):
+        with pytest.raises(ValueError, match=f"--configs: {config} set Airflow 3.3's SCHEDULER_DAG_CACHE_SIZE; Airflow 3.2.2 has none"):
+            SoakSpec(configs=(config, "bytecache"), **pre33)
+    on33 = SoakSpec(workload=WorkloadSpec(n_dags=8), configs=("stock",), durations={}, airflow="3.3.2", airflow_cache_size=512)
+    assert on33.label("stock") == "(b) stock Airflow 3.3.2 (512-entry LRU)"
