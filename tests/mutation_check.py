@@ -7,9 +7,17 @@ survives, if a snippet is not found exactly once (the list went stale: update it
 does not compile, or if the unmutated copy does not pass. ``--tests PATH`` runs less than
 tests/core, to see what one test file kills on its own.
 
+``--smoke`` checks the end-to-end claims instead: deliberately broken builds of the Airflow
+integration (``SMOKE_MUTATIONS``: a gauge that under-counts, a bag that ignores its budget), each
+run through the soak smoke test (a real dag-processor and scheduler per configuration, about
+4 minutes a run), which must fail on each. The copy then holds the integration and the profiling
+package too, and PYTHONPATH puts the copy's ``integration/airflow`` first as well, so the soak's
+Airflow subprocesses load the broken plugin.
+
     .venv/bin/python -m tests.mutation_check            # all of them
     .venv/bin/python -m tests.mutation_check -k ttl     # those whose name contains "ttl"
     .venv/bin/python -m tests.mutation_check --list
+    .venv/bin/python -m tests.mutation_check --smoke    # the smoke test against broken builds
 """
 
 from __future__ import annotations
@@ -31,19 +39,23 @@ from pathlib import Path
 print = functools.partial(print, flush=True)  # progress shows when the output is a file or pipe
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = Path("src/bytecache")
+INTEGRATION = Path("integration/airflow/bytecache_airflow")
 COPIED = ("src", "tests/__init__.py", "tests/core", "pyproject.toml")
+SMOKE_COPIED = COPIED + ("integration", "profiling", "tests/profiling")
+SMOKE_TESTS = "tests/profiling/test_soak_smoke.py"
 
 
 @dataclass(frozen=True)
 class Mutation:
     name: str
-    file: str  # relative to src/bytecache
+    file: str  # relative to ``package``
     original: str
     replacement: str
     description: str
     # The same bug in another version of the code (one branch's rewrite before the lead merges
     # it): used when ``original`` is not found; drop whichever stops matching after the merge.
     alternative: tuple[str, str] | None = None
+    package: Path = LIBRARY
 
     def apply(self, source: str) -> str | None:
         """The mutated source, or None if no snippet is in ``source`` exactly once."""
@@ -298,26 +310,45 @@ MUTATIONS = [
     ),
 ]
 
+# Broken builds the end-to-end smoke test must catch: the claims are "the gauge is what the cache
+# holds" and "memory stays flat under the budget".
+SMOKE_MUTATIONS = [
+    Mutation(
+        "gauge-under-counts-half", "dagbag.py",
+        "return self.calibrator.weight(dag_features(dag, size))",
+        "return self.calibrator.weight(dag_features(dag, size)) // 2",
+        "every DAG is charged half its weight: the gauge reads half of what the cache holds",
+        package=INTEGRATION,
+    ),
+    Mutation(
+        "budget-ignored", "dagbag.py",
+        "max_bytes if max_bytes else None, ttl=ttl or None",
+        "None, ttl=ttl or None",
+        "the bag's cache has no byte cap whatever the setting says: memory grows with every version",
+        package=INTEGRATION,
+    ),
+]
+
 
 def check_snippets(mutations) -> list[str]:
     """What is wrong with each mutation whose snippet is not in the source exactly once or whose
     mutant does not compile."""
     stale = []
     for m in mutations:
-        path = ROOT / LIBRARY / m.file
+        path = ROOT / m.package / m.file
         mutated = m.apply(path.read_text())
         if mutated is None:
-            stale.append(f"{m.name}: its snippet is not in {LIBRARY / m.file} exactly once")
+            stale.append(f"{m.name}: its snippet is not in {m.package / m.file} exactly once")
             continue
         try:  # a mutant that does not even compile would be "killed" by any suite
             compile(mutated, str(path), "exec")
         except SyntaxError as exc:
-            stale.append(f"{m.name}: the mutated {LIBRARY / m.file} does not compile ({exc.msg}, line {exc.lineno})")
+            stale.append(f"{m.name}: the mutated {m.package / m.file} does not compile ({exc.msg}, line {exc.lineno})")
     return stale
 
 
-def copy_tree(destination: Path) -> None:
-    for part in COPIED:
+def copy_tree(destination: Path, parts=COPIED) -> None:
+    for part in parts:
         source = ROOT / part
         if source.is_dir():
             shutil.copytree(source, destination / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -330,11 +361,17 @@ def copy_tree(destination: Path) -> None:
 SUMMARY = re.compile(r"^\d+ \w+.* in [\d.]+s")
 
 
+def python_path(copy: Path) -> str:
+    """The copy's packages first (the editable install's paths come after PYTHONPATH's)."""
+    return os.pathsep.join(str(copy / part) for part in ("src", "integration/airflow"))
+
+
 def run_suite(copy: Path, tests: str, timeout: float) -> tuple[str, str, float]:
     """Run ``tests`` in ``copy``: ("passed" | "failed" | "timed out", first failure, seconds)."""
-    env = dict(os.environ, PYTHONPATH=str(copy / "src"), PYTHONDONTWRITEBYTECODE="1")
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-               "--hypothesis-profile=mutation-check", tests]
+    env = dict(os.environ, PYTHONPATH=python_path(copy), PYTHONDONTWRITEBYTECODE="1")
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", tests]
+    if tests.startswith("tests/core"):  # where the profile is registered (tests/core/conftest.py)
+        command[-1:-1] = ["--hypothesis-profile=mutation-check"]
     started = time.monotonic()
     # Its own session, so a run whose threads hang (a waiter never released) can be ended whole.
     process = subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -366,9 +403,9 @@ def run_suite(copy: Path, tests: str, timeout: float) -> tuple[str, str, float]:
     return "failed", (failed[0] if failed else (lines[-1] if lines else "no output")), seconds
 
 
-def imported_from(copy: Path) -> str:
-    env = dict(os.environ, PYTHONPATH=str(copy / "src"))
-    return subprocess.run([sys.executable, "-c", "import bytecache; print(bytecache.__file__)"],
+def imported_from(copy: Path, module: str = "bytecache") -> str:
+    env = dict(os.environ, PYTHONPATH=python_path(copy))
+    return subprocess.run([sys.executable, "-c", f"import {module}; print({module}.__file__)"],
                           cwd=copy, env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -378,8 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--tests", default="tests/core", help="what pytest runs in the copy (default: tests/core)")
     parser.add_argument("--timeout", type=float, default=0, help="seconds per run (default: 5 x the clean run, >= 60)")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"the broken integration builds against {SMOKE_TESTS} (slow: minutes per run)")
     args = parser.parse_args(argv)
-    mutations = [m for m in MUTATIONS if args.pattern in m.name]
+    if args.smoke and args.tests == "tests/core":
+        args.tests = SMOKE_TESTS
+    mutations = [m for m in (SMOKE_MUTATIONS if args.smoke else MUTATIONS) if args.pattern in m.name]
     if args.list:
         for m in mutations:
             print(f"{m.name:42} {m.file:12} {m.description}")
@@ -393,11 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bytecache-mutants-") as tmp:
         copy = Path(tmp)
-        copy_tree(copy)
-        where = imported_from(copy)
-        if not where.startswith(str(copy)):
-            print(f"the copy imports bytecache from {where}, not from the copy")
-            return 2
+        copy_tree(copy, SMOKE_COPIED if args.smoke else COPIED)
+        for module in ("bytecache", "bytecache_airflow") if args.smoke else ("bytecache",):
+            where = imported_from(copy, module)
+            if not where.startswith(str(copy)):
+                print(f"the copy imports {module} from {where}, not from the copy")
+                return 2
         verdict, failure, clean_seconds = run_suite(copy, args.tests, timeout=args.timeout or 600)
         print(f"clean copy: {verdict} in {clean_seconds:.1f}s {failure}")
         if verdict != "passed":
@@ -405,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout = args.timeout or max(60.0, 5 * clean_seconds)
         survivors = []
         for m in mutations:
-            path = copy / LIBRARY / m.file
+            path = copy / m.package / m.file
             pristine = path.read_text()
             path.write_text(m.apply(pristine))
             try:
