@@ -27,10 +27,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from profiling.workload import WEIGHING_CLASSES, DagClass, airflow_env, prepare_folder, write_class_dags  # noqa: E402
+from profiling.workload import WEIGHING_CLASSES, DagClass, airflow_env, prepare_folder, write_class_dags
 
 MB = 1024 * 1024
 #: DAGs of each class at --scale 1 (~100 MB of deserialized DAGs).

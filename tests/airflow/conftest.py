@@ -44,8 +44,7 @@ for _k in [k for k in os.environ if k.startswith("AIRFLOW__") and k not in BASE_
     del os.environ[_k]
 os.environ.update(BASE_ENV)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import airflow_helpers as helpers  # noqa: E402  (after the environment is set)
+import airflow_helpers as helpers  # noqa: E402  (after the environment is set; found through pytest's pythonpath)
 
 
 def pytest_sessionfinish(session, exitstatus):
