@@ -152,6 +152,9 @@ class WTinyLFUPolicy:
         self.accesses = 0  # hits and misses: the clock the ghosts measure reuse with
         self._newest = None  # the entry the current write stored: never its own victim
         self._candidates: list = []
+        # Candidates no write had to judge, still in probation (oldest first): the first to go
+        # when room is needed and no candidate is left.
+        self._waiting: OrderedDict[Any, Any] = OrderedDict()
         self.resize_window(self.min_window)
 
     def resize_window(self, weight: float) -> None:
@@ -178,7 +181,8 @@ class WTinyLFUPolicy:
             self._grow_sketch()
         entry.slots = self.sketch.slots(entry.key)
         entry.prior = self.sketch.frequency(entry.slots)
-        self.sketch.increment(entry.slots)
+        if self.sketch.increment(entry.slots):
+            self._age_priors()
         self.accesses += 1
         entry.touched = self.accesses
         if self.adaptive:
@@ -187,6 +191,7 @@ class WTinyLFUPolicy:
         self.window[entry.key] = entry
         self.window_weight += entry.weight
         self._newest = entry
+        self._hold_over(self._candidates)
         self._candidates = self._drain_window()
 
     def _adapt_window(self, key) -> None:
@@ -219,7 +224,8 @@ class WTinyLFUPolicy:
         return min(1.0, (len(self.window) + 1) / max(away, 1))
 
     def record_access(self, entry) -> None:
-        self.sketch.increment(entry.slots)
+        if self.sketch.increment(entry.slots):
+            self._age_priors()
         self.accesses += 1
         entry.touched = self.accesses
         segment = entry.segment
@@ -238,6 +244,7 @@ class WTinyLFUPolicy:
             self.protected_weight += delta
         self.record_access(entry)
         self._newest = entry
+        self._hold_over(self._candidates)
         self._candidates = self._drain_window()
 
     def remove(self, entry) -> None:
@@ -247,6 +254,7 @@ class WTinyLFUPolicy:
             self.window_weight -= entry.weight
         elif segment == PROBATION:
             del self.probation[entry.key]
+            self._waiting.pop(entry.key, None)
         else:
             del self.protected[entry.key]
             self.protected_weight -= entry.weight
@@ -259,6 +267,7 @@ class WTinyLFUPolicy:
         self.main_ghost.clear()
         self.window_weight = self.protected_weight = 0
         self._candidates = []
+        self._waiting.clear()
         self._newest = None
 
     def segments(self) -> dict[str, tuple[list, int]]:
@@ -285,6 +294,7 @@ class WTinyLFUPolicy:
 
     def _promote(self, entry) -> None:
         del self.probation[entry.key]
+        self._waiting.pop(entry.key, None)
         entry.segment = PROTECTED
         self.protected[entry.key] = entry
         self.protected_weight += entry.weight
@@ -320,13 +330,34 @@ class WTinyLFUPolicy:
                 self._let_go(candidate, rejected=True)
                 victims.append(candidate)
                 freed += candidate.weight
+        self._hold_over(candidates)
         loan = freed < excess and self._kept_against_admission(excess - freed)
         while freed < excess:
-            entry = self._most_recent_in_main() if loan else self._coldest()
-            self._let_go(entry, rejected=entry.segment == WINDOW)
+            entry = self._most_recent_in_main() if loan else (self._oldest_waiting() or self._coldest())
+            self._let_go(entry, rejected=entry.segment != PROTECTED)
             victims.append(entry)
             freed += entry.weight
         return victims
+
+    def _age_priors(self) -> None:
+        """The sketch halved every count: halve the priors of the entries still to be judged too,
+        or they would be judged on counts from before the halving against rivals' from after it."""
+        for entry in self.window.values():
+            entry.prior >>= 1
+
+    def _hold_over(self, undecided: list) -> None:
+        """Candidates a write did not have to judge stay in probation, on trial: they use room
+        nobody needs yet, and are the first to go when room is needed and no candidate is left
+        (before, they counted as admitted, and the room came from the coldest resident -- in a
+        sweep the key read next)."""
+        probation, waiting = self.probation, self._waiting
+        for entry in undecided:
+            # The entry just written again is not held over: it is never its own write's victim.
+            if probation.get(entry.key) is entry and entry is not self._newest:
+                waiting[entry.key] = entry
+
+    def _oldest_waiting(self):
+        return self._waiting.popitem(last=False)[1] if self._waiting else None
 
     def _let_go(self, entry, rejected: bool = False) -> None:
         """Detach a victim and remember it in the ghost of the space it could not keep."""
@@ -349,6 +380,8 @@ class WTinyLFUPolicy:
         return not self.admit(newest, self._rivals(room, None))
 
     def _most_recent_in_main(self):
+        if self._waiting:
+            return self._waiting.popitem()[1]
         for segment in (self.probation, self.protected):
             for entry in reversed(segment.values()):
                 return entry

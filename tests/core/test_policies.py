@@ -217,11 +217,6 @@ def test_default_policy_keeps_a_resident_set_under_a_cyclic_sweep(factor):
     assert cache.stats().hit_ratio >= 0.9 * offline_best
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read-your-writes: each value heavier than the window is kept when written and takes room "
-    "from the main space; the hit ratio is ~0.5 but swings by ~0.06 between passes (issue 9: open)",
-)
 def test_default_policy_keeps_weighted_residents_under_a_cyclic_sweep():
     rng = random.Random(11)
     weights = {k: rng.choice([1, 1, 2, 4, 8, 30]) for k in range(400)}
