@@ -195,6 +195,24 @@ MUTATIONS = [
         "W-TinyLFU may pick the entry a write just stored as that write's victim (read-your-writes)",
     ),
     Mutation(
+        "tinylfu-undecided-candidates-forgotten", "policies.py",
+        "                waiting[entry.key] = entry",
+        "                pass",
+        "W-TinyLFU counts candidates no write judged as admitted (the coldest resident pays instead)",
+    ),
+    Mutation(
+        "tinylfu-waiting-keeps-removed-entries", "policies.py",
+        "            del self.probation[entry.key]\n            self._waiting.pop(entry.key, None)\n",
+        "            del self.probation[entry.key]\n",
+        "W-TinyLFU keeps a removed entry among the waiting candidates (and may evict it again)",
+    ),
+    Mutation(
+        "tinylfu-priors-not-aged", "policies.py",
+        "            entry.prior >>= 1",
+        "            pass",
+        "W-TinyLFU judges a candidate on its count from before the sketch halved",
+    ),
+    Mutation(
         "sketch-never-halves", "sketch.py",
         "if self.additions >= self.sample_size:",
         "if False:",

@@ -63,7 +63,8 @@ class FrequencySketch:
         a, b, c, d = slots
         return min(t[a], t[b], t[c], t[d])
 
-    def increment(self, slots: tuple[int, int, int, int]) -> None:
+    def increment(self, slots: tuple[int, int, int, int]) -> bool:
+        """Count one access; True if it completed a sample period and every count was halved."""
         t = self.table
         a, b, c, d = slots
         ta, tb, tc, td = t[a], t[b], t[c], t[d]
@@ -73,7 +74,7 @@ class FrequencySketch:
         if td < low:
             low = td
         if low >= _MAX_COUNT:
-            return
+            return False
         # Conservative update: only the counters at the minimum grow, so a key that shares a
         # counter with a hot key does not inherit its count.
         if ta == low:
@@ -87,6 +88,8 @@ class FrequencySketch:
         self.additions += 1
         if self.additions >= self.sample_size:
             self.halve()
+            return True
+        return False
 
     def halve(self) -> None:
         """Age every count by half so that old popularity fades."""
