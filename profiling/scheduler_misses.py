@@ -108,7 +108,7 @@ def measure(loops: int, per_sweep: int, lru_entries: int | None, trace_path: str
         from profiling.working_set_accuracy import accuracy
 
         trace.close()
-        working_set = accuracy(read_trace(trace_path), skip_loops=len(per_loop) - per_sweep)
+        working_set = accuracy(read_trace(trace_path), skip_loops=len(per_loop) - per_sweep, sweep_loops=per_sweep)
 
     steady = per_loop[-per_sweep:]
     hits, misses = sum(h for h, _ in steady), sum(m for _, m in steady)

@@ -9,6 +9,10 @@ trace holds the gauge as the bag computed it; the truth at the same instant come
 lookup of the trace (``true_working_set``: the same window definition, no pruning, no cap). Loops
 of the warm-up (``--skip-loops``, default: the first third) are left out: until a version has
 been read twice there is no window.
+
+With ``--sweep-loops N`` (the loops one sweep of every running run takes: runs /
+``max_dagruns_per_loop_to_schedule``, rounded up) a second truth is shown that does not share the
+gauge's window definition: the versions read in the last N loops, each at its last weight.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ __all__ = ["accuracy", "format_table", "main"]
 TARGET = 0.10  # the issue's bound: the gauge within ±10% of the truth
 
 
-def accuracy(trace: Trace, *, skip_loops: int | None = None, budget: int | None = None) -> dict:
+def last_loops_working_set(trace: Trace, loop: int, sweep_loops: int) -> int:
+    """The weight of the versions read in loops ``loop - sweep_loops + 1`` .. ``loop`` (each at its last weight)."""
+    last: dict[str, int] = {}
+    for a in trace.accesses:
+        if loop - sweep_loops < a.loop <= loop:
+            last[a.key] = a.weight
+    return sum(last.values())
+
+
+def accuracy(trace: Trace, *, skip_loops: int | None = None, budget: int | None = None, sweep_loops: int | None = None) -> dict:
     """Gauge against truth at every loop mark past the warm-up: medians and the error spread."""
     marks = [m for m in trace.loops if m.working_set_bytes is not None]
     if not marks:
@@ -44,7 +57,14 @@ def accuracy(trace: Trace, *, skip_loops: int | None = None, budget: int | None 
         windows.append(m.window or 0.0)
         true_windows.append(true.window or 0.0)
         errors.append((m.working_set_bytes - true.bytes) / true.bytes if true.bytes else 0.0)
+    by_loops = {}
+    if sweep_loops:
+        sweeps = [last_loops_working_set(trace, m.loop, sweep_loops) for m in marks]
+        sweep_errors = [(g - t) / t if t else 0.0 for g, t in zip(gauges, sweeps)]
+        by_loops = {"sweep_loops": sweep_loops, "sweep_truth_median": quantile(sweeps, 0.5),
+                    "sweep_error_median": quantile(sweep_errors, 0.5), "sweep_error_max_abs": max(abs(e) for e in sweep_errors)}
     return {
+        **by_loops,
         "budget": budget,
         "samples": len(marks),
         "loops_skipped": skip,
@@ -73,6 +93,10 @@ def format_table(rows: list[tuple[str, dict]]) -> str:
         "| run | budget / true working set | true working set (median) | gauge (median) | error median [p5, p95] | max abs error | loops within ±10% | window: gauge / truth |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    swept = [r for _, r in rows if r.get("sweep_loops")]
+    if swept:
+        lines[0] += " truth by loops: last N loops (median) | gauge error vs it: median, max abs |"
+        lines[1] += "---|---|"
     for name, r in rows:
         share = f"{r['budget'] / r['truth_median']:.0%}" if r["budget"] and r["truth_median"] else "n/a"
         budget = f"{r['budget'] / MiB:.1f} MiB = {share}" if r["budget"] else "n/a"
@@ -80,6 +104,8 @@ def format_table(rows: list[tuple[str, dict]]) -> str:
             f"| {name} | {budget} | {r['truth_median'] / MiB:.1f} MiB | {r['gauge_median'] / MiB:.1f} MiB "
             f"| {r['error_median']:+.1%} [{r['error_p05']:+.1%}, {r['error_p95']:+.1%}] | {r['error_max_abs']:.1%} "
             f"| {r['within_target']:.0%} of {r['samples']} | {r['window_median']:.0f} s / {r['true_window_median']:.0f} s |"
+            + (f" {r['sweep_truth_median'] / MiB:.1f} MiB (N = {r['sweep_loops']}) | {r['sweep_error_median']:+.1%}, "
+               f"{r['sweep_error_max_abs']:.1%} |" if r.get("sweep_loops") else (" n/a | n/a |" if swept else ""))
         )
     return "\n".join(lines)
 
@@ -88,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m profiling.working_set_accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("sources", nargs="+", type=Path, help="soak report folders or trace files")
     ap.add_argument("--skip-loops", type=int, help="warm-up loops left out (default: the first third)")
+    ap.add_argument("--sweep-loops", type=int, help="also compare with the versions read in the last N loops (one sweep)")
     args = ap.parse_args(argv)
     rows = []
     for source in args.sources:
         path, budget = _source(source)
         try:
-            rows.append((source.name, accuracy(read_trace(path), skip_loops=args.skip_loops, budget=budget)))
+            rows.append((source.name, accuracy(read_trace(path), skip_loops=args.skip_loops, budget=budget, sweep_loops=args.sweep_loops)))
         except (ValueError, FileNotFoundError) as exc:
             print(f"{source}: {exc}", file=sys.stderr)
             return 2
