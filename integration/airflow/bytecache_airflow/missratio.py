@@ -229,9 +229,11 @@ def plot_curve(curve: MissRatioCurve, path, title: str = "") -> None:
         ax.plot([p.memory_bytes / mib for p in ours], [getattr(p, field) for p in ours], "o-", label="bytecache (budget)")
         ax.plot([p.memory_bytes / mib for p in lru], [getattr(p, field) for p in lru], "s", color="tab:red",
                 label="Airflow LRU (peak bytes held)")
+        labels: dict[tuple, list[str]] = {}  # LRU sizes that hold the same and miss the same share one label
         for p in lru:
-            ax.annotate(p.setting.split()[0], (p.memory_bytes / mib, getattr(p, field)), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, color="tab:red")
+            labels.setdefault((p.memory_bytes / mib, getattr(p, field)), []).append(p.setting.split()[0])
+        for xy, sizes in labels.items():
+            ax.annotate("/".join(sizes), xy, textcoords="offset points", xytext=(4, 4), fontsize=7, color="tab:red")
         ax.axvline(curve.working_set_bytes / mib, ls="--", color="gray", lw=1, label="true working set")
         ax.set_xlabel("memory for DAGs, MiB")
         ax.set_ylabel(label)
