@@ -69,6 +69,7 @@ def accuracy(trace: Trace, *, skip_loops: int | None = None, budget: int | None 
         "samples": len(marks),
         "loops_skipped": skip,
         "truth_median": quantile(truths, 0.5),
+        "truth_max": max(truths),
         "gauge_median": quantile(gauges, 0.5),
         "error_median": quantile(errors, 0.5),
         "error_p05": quantile(errors, 0.05),
