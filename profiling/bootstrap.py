@@ -139,8 +139,9 @@ class TraceWriter:
                 self._weights[key] = weight
         line = access_line(key, weight, time.monotonic(), loop, load_ms)
         with self._lock:
-            self._f.write(line)
-            self.records += 1
+            if not self._f.closed:  # lookups after the exit report are not traced
+                self._f.write(line)
+                self.records += 1
 
     def mark_loop(self, bag, loop: int) -> None:
         """The end of scheduler loop ``loop``, with the bag's working-set gauge at this moment."""
@@ -149,11 +150,13 @@ class TraceWriter:
         line = loop_line(loop, time.monotonic(), *((snap.working_set_bytes, snap.working_set_entries, snap.working_set_window)
                                                    if snap is not None else (None, None, None)))
         with self._lock:
-            self._f.write(line)
+            if not self._f.closed:
+                self._f.write(line)
 
     def close(self) -> None:
         with self._lock:
-            self._f.close()
+            if not self._f.closed:
+                self._f.close()
 
 
 _trace: TraceWriter | None = None
@@ -228,6 +231,10 @@ def write_report(reason: str) -> None:
     if _state["reported"]:
         return
     _state["reported"] = True
+    if _trace is not None:
+        # First: the deep walk below can take longer than the soak waits before its next SIGTERM,
+        # and an exit in the middle of it would lose the trace's buffered (gzip) tail.
+        _trace.close()
     t0 = time.perf_counter()
     gc.collect()
     collect_ms = (time.perf_counter() - t0) * 1000.0
@@ -261,7 +268,6 @@ def write_report(reason: str) -> None:
                 report["deep"]["pympler_bytes"] = pympler_size(dags)
                 report["deep"]["pympler_ms"] = (time.perf_counter() - t1) * 1000.0
     if _trace is not None:
-        _trace.close()
         report["trace"] = {"path": _trace.path, "records": _trace.records}
     if path:
         tmp = path + ".tmp"
