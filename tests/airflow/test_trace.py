@@ -44,13 +44,14 @@ def test_truth_counts_what_was_read_within_the_sweep_window():
     for sweep in range(4):
         for i, key in enumerate("abc" if sweep < 2 else "abd"):
             accesses.append(Access(key, {"a": 1, "b": 10, "c": 100, "d": 1000}[key], 10.0 * sweep + i, sweep + 1))
-    truth = true_working_set(accesses, [9.0, 22.5, 41.0])
+    truth = true_working_set(accesses, [9.0, 22.5, 27.0, 41.0])
     # no key read twice yet at t=9: everything read so far, no window
     assert truth[0][1:] == (111, 3, None)
     # at 22.5 the gaps are 10 s: window 12.5 s reaches back to 10.0, so "c" (last at 12) still counts
     assert truth[1].window == pytest.approx(12.5) and truth[1][1:3] == (1111, 4)
-    # at 41 "c" was last read at 12: out of the window; "d" is in
+    # at 27 the window reaches back to 14.5: "c" (last at 12) is out, its successor "d" in
     assert truth[2][1:3] == (1011, 3)
+    assert truth[3][1:3] == (1011, 3)
 
 
 def test_miss_ratio_curve_of_a_real_trace():
@@ -77,3 +78,32 @@ def test_miss_ratio_curve_of_a_real_trace():
 def test_a_trace_without_times_has_no_curve():
     with pytest.raises(ValueError, match="no times and loop numbers"):
         miss_ratio_curve(read_trace(OLD))
+
+
+def test_the_profiling_writer_records_a_real_bag_s_lookups_weights_and_gauge(airflow_db, tmp_path):
+    import airflow_helpers as helpers
+    from airflow.utils.session import create_session
+
+    from bytecache_airflow.dagbag import ByteBoundedDagBag
+    from profiling.bootstrap import TraceWriter, instrument_bag
+
+    bag = ByteBoundedDagBag(False, max_bytes=None, background=False, stats_prefix="test.trace")
+    counts = {"lookups": 0, "hits": 0, "misses": 0, "loops": 1}
+    path = tmp_path / "trace.txt.gz"
+    writer = TraceWriter(str(path), None, 3.8)
+    instrument_bag(bag, counts, writer)
+    with create_session() as session:
+        run = helpers.get_run(session, "tiny")
+        bag.get_dag_for_run(run, session=session)  # a miss: loads it
+        bag.get_dag_for_run(run, session=session)  # a hit
+    writer.mark_loop(bag, 1)
+    writer.close()
+    writer.record(bag, helpers.latest_version_id("tiny"), 2, None)  # after the exit report: not traced
+    trace = read_trace(path)
+    key = helpers.latest_version_id("tiny")
+    assert counts["misses"] == 1 and counts["hits"] == 1 and writer.records == 2
+    assert [(a.key, a.weight, a.loop) for a in trace.accesses] == [(key.hex, bag.cache.weight_of(key), 1)] * 2
+    assert trace.accesses[0].load_ms > 0 and trace.accesses[1].load_ms is None
+    assert trace.accesses[0].t <= trace.accesses[1].t <= trace.loops[0].t
+    mark = trace.loops[0]
+    assert (mark.loop, mark.working_set_bytes, mark.working_set_entries) == (1, bag.cache.weight_of(key), 1)
