@@ -10,10 +10,12 @@ Everything here is opt-in through environment variables, and nothing changes Air
     the unbounded cache that Airflow < 3.3 ran. (With bytecache installed, also set
     ``AIRFLOW__SCHEDULER__DAG_CACHE_POLICY=airflow`` so its plugin leaves Airflow's bag in place.)
 ``BYTECACHE_PROFILE_TRACE=FILE``
-    records every lookup of the scheduler's DAG bag as ``<dag_version_id> <weight>`` lines
-    (gzip when FILE ends in ``.gz``). The weight is the bag's own when it has one (bytecache's
-    calibrated weight), else the serialized JSON length times ``BYTECACHE_PROFILE_TRACE_RATIO``
-    (default 3.8, the measured mean deep/JSON ratio), memoized per version.
+    records every lookup of the scheduler's DAG bag -- version, weight, time, scheduler loop, and
+    the lookup's duration if it loaded the version -- and, at the end of each loop, the bag's
+    working-set gauge (the format: ``bytecache_airflow.trace``; gzip when FILE ends in ``.gz``).
+    The weight is the bag's own when it has one (bytecache's calibrated weight), else the
+    serialized JSON length times ``BYTECACHE_PROFILE_TRACE_RATIO`` (default 3.8, the measured mean
+    deep/JSON ratio), memoized per version.
 ``BYTECACHE_PROFILE_REPORT=FILE``
     writes a JSON report when the scheduler exits gracefully (SIGTERM/SIGINT): bag class and
     entries, lookups / hits / misses / scheduler loops counted in-process, full (generation-2) GC
@@ -35,6 +37,7 @@ import sys
 import threading
 import time
 
+from bytecache_airflow.trace import access_line, loop_line
 from profiling.cache_contents import cached_dags, deep_walk, pympler_size
 
 _state: dict = {
@@ -90,7 +93,7 @@ def _on_gc(phase: str, info: dict) -> None:
         _state["gc_full_ms"] += ms
 
 
-class _TraceWriter:
+class TraceWriter:
     def __init__(self, path: str, db_path: str | None, ratio: float) -> None:
         self.path = path
         self._f = gzip.open(path, "wt", compresslevel=6) if path.endswith(".gz") else open(path, "w")
@@ -113,15 +116,19 @@ class _TraceWriter:
         ).fetchone()
         return int(row[0] or 0) if row else 0
 
-    def record(self, bag, version_id) -> None:
+    def record(self, bag, version_id, loop: int, load_ms: float | None) -> None:
         key = version_id.hex if hasattr(version_id, "hex") and not isinstance(version_id, str) else str(version_id).replace("-", "")
         weight = None
         cache = getattr(bag, "cache", None)
         if cache is not None and hasattr(cache, "weight_of"):
+            from uuid import UUID
+
             try:
-                weight = cache.weight_of(version_id)
-            except KeyError:
-                weight = None
+                weight = cache.weight_of(UUID(key))
+            except (KeyError, ValueError):
+                # not cached (heavier than the whole budget): the weight the bag weighed it at
+                working_set = getattr(bag, "working_set", None)
+                weight = working_set.weight_of(UUID(key)) if working_set is not None else None
         if weight is None:
             weight = self._weights.get(key)
             if weight is None:
@@ -130,16 +137,29 @@ class _TraceWriter:
                 except Exception:
                     weight = 0
                 self._weights[key] = weight
+        line = access_line(key, weight, time.monotonic(), loop, load_ms)
         with self._lock:
-            self._f.write(f"{key} {weight}\n")
-            self.records += 1
+            if not self._f.closed:  # lookups after the exit report are not traced
+                self._f.write(line)
+                self.records += 1
+
+    def mark_loop(self, bag, loop: int) -> None:
+        """The end of scheduler loop ``loop``, with the bag's working-set gauge at this moment."""
+        snapshot = getattr(bag, "snapshot", None)
+        snap = snapshot() if snapshot is not None else None
+        line = loop_line(loop, time.monotonic(), *((snap.working_set_bytes, snap.working_set_entries, snap.working_set_window)
+                                                   if snap is not None else (None, None, None)))
+        with self._lock:
+            if not self._f.closed:
+                self._f.write(line)
 
     def close(self) -> None:
         with self._lock:
-            self._f.close()
+            if not self._f.closed:
+                self._f.close()
 
 
-_trace: _TraceWriter | None = None
+_trace: TraceWriter | None = None
 
 
 def count_hits_and_misses(bag, counts: dict) -> None:
@@ -184,22 +204,26 @@ def _count_by_reads(bag, counts: dict) -> None:
     bag._get_dag, bag._read_dag = _get_dag, _read_dag
 
 
-def _instrument_bag(bag) -> None:
-    """Count (and optionally trace) the scheduler bag's lookups, hits and misses on the instance."""
+def instrument_bag(bag, counts: dict, trace: TraceWriter | None = None) -> None:
+    """Count (and, with ``trace``, record) the bag's lookups, hits and misses into ``counts``
+    (``lookups``, ``hits``, ``misses``; ``loops`` is the caller's, the loop a lookup is traced in),
+    on the instance. A traced lookup that counted a miss carries its duration."""
+    count_hits_and_misses(bag, counts)  # first: before 3.3 it counts by wrapping _get_dag, inside this wrapper
     orig_get = bag._get_dag
 
     def _get_dag(version_id, session):
-        _state["lookups"] += 1
+        counts["lookups"] += 1
+        misses, start = counts["misses"], time.perf_counter()
         dag = orig_get(version_id, session)
-        if _trace is not None:
+        if trace is not None:
+            load_ms = (time.perf_counter() - start) * 1000.0 if counts["misses"] != misses else None
             try:
-                _trace.record(bag, version_id)
+                trace.record(bag, version_id, counts.get("loops", 0), load_ms)
             except Exception as exc:  # never break the scheduler for a trace line
                 print(f"profiling.bootstrap: trace record failed: {exc!r}", file=sys.stderr)
         return dag
 
     bag._get_dag = _get_dag  # get_dag_for_run / get_dag call self._get_dag: the instance attribute wins
-    count_hits_and_misses(bag, _state)
 
 
 def write_report(reason: str) -> None:
@@ -207,6 +231,10 @@ def write_report(reason: str) -> None:
     if _state["reported"]:
         return
     _state["reported"] = True
+    if _trace is not None:
+        # First: the deep walk below can take longer than the soak waits before its next SIGTERM,
+        # and an exit in the middle of it would lose the trace's buffered (gzip) tail.
+        _trace.close()
     t0 = time.perf_counter()
     gc.collect()
     collect_ms = (time.perf_counter() - t0) * 1000.0
@@ -240,7 +268,6 @@ def write_report(reason: str) -> None:
                 report["deep"]["pympler_bytes"] = pympler_size(dags)
                 report["deep"]["pympler_ms"] = (time.perf_counter() - t1) * 1000.0
     if _trace is not None:
-        _trace.close()
         report["trace"] = {"path": _trace.path, "records": _trace.records}
     if path:
         tmp = path + ".tmp"
@@ -273,7 +300,7 @@ def install() -> None:
     if trace_path:
         conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
         db_path = conn[len("sqlite:///"):].split("?")[0] if conn.startswith("sqlite:///") else None
-        _trace = _TraceWriter(trace_path, db_path, float(os.environ.get("BYTECACHE_PROFILE_TRACE_RATIO", "3.8")))
+        _trace = TraceWriter(trace_path, db_path, float(os.environ.get("BYTECACHE_PROFILE_TRACE_RATIO", "3.8")))
 
     runner_cls = sjr.SchedulerJobRunner
     orig_loop = runner_cls._run_scheduler_loop
@@ -285,7 +312,7 @@ def install() -> None:
         # bytecache plugin checks that its code still builds the bag through CachedDBDagBag.)
         _state["runner"] = self
         _state["bag"] = bag = self.scheduler_dag_bag
-        _instrument_bag(bag)
+        instrument_bag(bag, _state, _trace)
         print(
             f"profiling.bootstrap: scheduler DAG bag {type(bag).__module__}.{type(bag).__name__} "
             f"(store {type(bag._dags).__name__}, SCHEDULER_DAG_CACHE_SIZE={_scheduler_cache_size()})",
@@ -300,6 +327,11 @@ def install() -> None:
         try:
             return orig_do(self, session)
         finally:
+            if _trace is not None:
+                try:
+                    _trace.mark_loop(_state["bag"], _state["loops"])
+                except Exception as exc:
+                    print(f"profiling.bootstrap: trace loop mark failed: {exc!r}", file=sys.stderr)
             if _state["loops"] == 1:
                 # Start-up is over (executor workers forked, first queries compiled, first DAGs
                 # read): the soak's baseline. The cache's own bytes at this point are recorded too.

@@ -3,8 +3,9 @@
     python -m profiling.replay_trace profiling/traces/quick-soak.trace.gz
     python -m profiling.replay_trace TRACE --fractions 0.1,0.25,0.5,1 --no-offline
 
-A trace is what ``profiling.bootstrap`` records with ``BYTECACHE_PROFILE_TRACE``: one
-``<dag_version_id> <weight>`` line per lookup the real scheduler made (gzip if it ends in .gz).
+A trace is what ``profiling.bootstrap`` records with ``BYTECACHE_PROFILE_TRACE``: one line per
+lookup the real scheduler made (``bytecache_airflow.trace``; only the versions and weights are
+replayed here).
 For budgets of 25/50/100% of the working set (the bytes of all distinct versions in the trace,
 each at its last weight) it prints object and byte hit ratios for bytecache's policies,
 cachetools' ``LRUCache`` (Airflow's cache, weighed in bytes here), and the offline references
@@ -15,26 +16,19 @@ provable upper bound). Replays go through ``benchmarks.replay.replay``.
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 from pathlib import Path
 
 from benchmarks.replay import replay, weight_of
+from bytecache_airflow.trace import read_trace
 from profiling.units import mib
 
 __all__ = ["load_trace", "working_set", "replay_table", "main"]
 
 
 def load_trace(path: Path | str) -> list[tuple[str, int]]:
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    trace = []
-    with opener(path, "rt") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 2:
-                trace.append((parts[0], int(parts[1])))
-    return trace
+    """The ``(version, weight)`` requests of a trace (either format of ``bytecache_airflow.trace``)."""
+    return [(a.key, a.weight) for a in read_trace(path).accesses]
 
 
 def working_set(trace: list[tuple[str, int]]) -> int:

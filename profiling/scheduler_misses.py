@@ -1,6 +1,7 @@
 """Misses per scheduler loop: Airflow's LRU against the byte-bounded bag, in the real scheduler loop.
 
     python -m profiling.scheduler_misses [--dags 700] [--tasks 5] [--sweeps 3] [--budget-fraction 0.6]
+    python -m profiling.scheduler_misses --only bytecache-tinylfu --budget-fraction 0.25,0.6,1.5 --trace-dir DIR
 
 Workload (``profiling.workload``): N small DAGs (default 700 of 5 tasks -- more than the 512
 entries of Airflow's LRU), one running run each, ``default_pool`` at 0 slots so nothing executes
@@ -12,6 +13,12 @@ process's environment changes): a real ``SchedulerJobRunner`` (built through the
 for ``--sweeps`` sweeps. Over the last sweep (steady state) it reports misses per scheduler loop,
 the hit ratio, entries held, the bytes the bag accounts for (``snapshot().cached_bytes``) and
 the deep walk of the DAGs it holds. It creates and deletes a temporary AIRFLOW_HOME (SQLite).
+
+``--budget-fraction`` takes a list: each bytecache configuration but ``-fits`` runs once per
+fraction. ``--trace-dir`` records each bytecache run's access trace there (with the bag's
+working-set gauge at the end of every loop, ``bytecache_airflow.trace``) and reports the gauge's
+error against the truth computed from the trace over the last sweep
+(``profiling.working_set_accuracy``).
 """
 
 from __future__ import annotations
@@ -57,13 +64,14 @@ def mean_weight(sample: int = 30) -> dict:
     return {"per_dag": deep / len(rows), "ratio": deep / json_total}
 
 
-def measure(loops: int, per_sweep: int, lru_entries: int | None) -> dict:
-    """Run the scheduler loop ``loops`` times; the last ``per_sweep`` loops are the steady state."""
+def measure(loops: int, per_sweep: int, lru_entries: int | None, trace_path: str | None = None) -> dict:
+    """Run the scheduler loop ``loops`` times; the last ``per_sweep`` loops are the steady state.
+    With ``trace_path``, record the access trace there and check the working-set gauge against it."""
     import airflow.jobs.scheduler_job_runner as sjr
     from airflow import __version__ as airflow_version
     from airflow.jobs.job import Job, run_job
 
-    from profiling.bootstrap import count_hits_and_misses
+    from profiling.bootstrap import TraceWriter, instrument_bag
     from profiling.cache_contents import airflow_cached_dags, cached_dags, deep_walk
 
     if lru_entries is not None:
@@ -73,22 +81,34 @@ def measure(loops: int, per_sweep: int, lru_entries: int | None) -> dict:
         sjr.SCHEDULER_DAG_CACHE_SIZE = lru_entries
     runner = sjr.SchedulerJobRunner(job=Job(), num_runs=loops)
     bag = runner.scheduler_dag_bag
-    counts = {"hits": 0, "misses": 0}
-    count_hits_and_misses(bag, counts)
+    counts = {"lookups": 0, "hits": 0, "misses": 0, "loops": 0}
+    trace = TraceWriter(trace_path, None, 3.8) if trace_path else None
+    instrument_bag(bag, counts, trace)
     per_loop: list[tuple[int, int]] = []
     orig_do = runner._do_scheduling
 
     def do_scheduling(session):
         before = dict(counts)
+        counts["loops"] += 1
         try:
             return orig_do(session)
         finally:
             per_loop.append((counts["hits"] - before["hits"], counts["misses"] - before["misses"]))
+            if trace is not None:
+                trace.mark_loop(bag, counts["loops"])
 
     runner._do_scheduling = do_scheduling
     started = time.perf_counter()
     run_job(job=runner.job, execute_callable=runner._execute)
     elapsed = time.perf_counter() - started
+    working_set = None
+    if trace is not None:
+        from bytecache_airflow.trace import read_trace
+
+        from profiling.working_set_accuracy import accuracy
+
+        trace.close()
+        working_set = accuracy(read_trace(trace_path), skip_loops=len(per_loop) - per_sweep, sweep_loops=per_sweep)
 
     steady = per_loop[-per_sweep:]
     hits, misses = sum(h for h, _ in steady), sum(m for _, m in steady)
@@ -112,6 +132,7 @@ def measure(loops: int, per_sweep: int, lru_entries: int | None) -> dict:
         "deep": deep_walk(dags)["walk_bytes"],
         "seconds": elapsed,
         "lookups": sum(h + m for h, m in per_loop),
+        "gauge_accuracy": working_set,
     }
 
 
@@ -121,13 +142,14 @@ def worker(argv: list[str]) -> None:
     ap.add_argument("--loops", type=int)
     ap.add_argument("--per-sweep", type=int)
     ap.add_argument("--lru-entries", type=int)
+    ap.add_argument("--trace")
     args = ap.parse_args(argv)
     if args.what == "size":
         from airflow import __version__ as airflow_version
 
         result = {**mean_weight(), "airflow": airflow_version}
     else:
-        result = measure(args.loops, args.per_sweep, args.lru_entries)
+        result = measure(args.loops, args.per_sweep, args.lru_entries, args.trace)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -157,20 +179,29 @@ def run(args) -> list[dict]:
                            env=env, stdout=f, stderr=subprocess.STDOUT, check=True, timeout=1800, cwd=str(ROOT))
         size = run_worker(["size"], env, log)
         working_set = int(size["per_dag"] * args.dags)
-        budget = int(working_set * args.budget_fraction)
         print(f"workload: {args.dags} DAGs x {args.tasks} tasks ({', '.join(sorted({p.shape for p in plan_dags(spec)}))}), one running run each, "
               f"default_pool 0 slots; {args.per_loop} runs examined per loop; deep size per DAG {size['per_dag'] / 1024:.1f} KiB "
               f"(deep/JSON {size['ratio']:.2f}); working set {working_set / MiB:.1f} MiB; set up in {time.perf_counter() - t0:.0f}s", flush=True)
         per_sweep = -(-args.dags // args.per_loop)
         results = []
-        for label in args.only or CONFIGS:
+        for label, fraction in runs(args.only or CONFIGS, args.budget_fraction):
+            budget = int(working_set * fraction)
             cfg_env = {**env, **config_settings(label, budget, working_set)}
             extra = ["--lru-entries", str(args.lru_entries)] if args.lru_entries and label == "airflow-lru" else []
+            name = label if len(args.budget_fraction) == 1 or label in ("airflow-lru", "bytecache-tinylfu-fits") else f"{label}@{fraction:.0%}"
+            if args.trace_dir and label != "airflow-lru":
+                args.trace_dir.mkdir(parents=True, exist_ok=True)
+                extra += ["--trace", str((args.trace_dir / f"{name}.trace.gz").resolve())]
             r = run_worker(["measure", "--loops", str(per_sweep * args.sweeps), "--per-sweep", str(per_sweep), *extra], cfg_env, log)
-            r.update(label=label, budget=budget, working_set=working_set, per_loop=args.per_loop, airflow=size["airflow"])
+            r.update(label=name, budget=budget, working_set=working_set, per_loop=args.per_loop, airflow=size["airflow"])
             results.append(r)
-            print(f"  {label}: {r['loops']} loops, {r['lookups']} lookups in {r['seconds']:.0f}s", flush=True)
+            print(f"  {name}: {r['loops']} loops, {r['lookups']} lookups in {r['seconds']:.0f}s", flush=True)
         return results
+
+
+def runs(configs, fractions: list[float]) -> list[tuple[str, float]]:
+    """(configuration, budget fraction) pairs: the bytecache budgets once per fraction; the others once."""
+    return [(label, f) for label in configs for f in (fractions if label in ("bytecache-tinylfu", "bytecache-lru") else fractions[:1])]
 
 
 def table(results: list[dict], sweeps: int) -> str:
@@ -183,7 +214,23 @@ def table(results: list[dict], sweeps: int) -> str:
         accounted = "n/a" if r["accounted"] is None else f"{r['accounted'] / MiB:.1f} MiB"
         lines.append(f"| {r['cache']:40} | {r['misses_per_loop']:11.1f} | {r['hit_ratio']:9.2f} | {r['entries']:7d} "
                      f"| {accounted:>15} | {r['deep'] / MiB:18.1f} MiB |")
+    gauged = [r for r in results if r.get("gauge_accuracy")]
+    if gauged:
+        from profiling.working_set_accuracy import format_table
+
+        lines += ["", "working-set gauge against the truth from the trace, over the last sweep:", "",
+                  format_table([(r["label"], {**r["gauge_accuracy"], "budget": r["budget"]}) for r in gauged])]
     return "\n".join(lines)
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budget-fraction: {text!r} is not a comma-separated list of numbers") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"--budget-fraction: {text!r}: every fraction must be > 0")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--per-loop", type=int, default=20, help="[scheduler] max_dagruns_per_loop_to_schedule")
     ap.add_argument("--sweeps", type=int, default=3)
-    ap.add_argument("--budget-fraction", type=float, default=0.6, help="budget / working set")
+    ap.add_argument("--budget-fraction", type=_fractions, default=[0.6],
+                    help="budget / working set; a comma-separated list runs each bytecache configuration once per fraction")
+    ap.add_argument("--trace-dir", type=Path, help="record each bytecache run's access trace here and check its working-set gauge")
     ap.add_argument("--lru-entries", type=int, help="entries of Airflow's LRU (its SCHEDULER_DAG_CACHE_SIZE; default 512)")
     ap.add_argument("--only", nargs="+", choices=CONFIGS, metavar="CONFIG", help=f"run only these of {', '.join(CONFIGS)}")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")

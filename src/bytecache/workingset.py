@@ -90,6 +90,12 @@ class WorkingSet:
             self._keys.setdefault(key, [now, 0])[1] = weight
         self.touch(key, now)
 
+    def weight_of(self, key: Hashable) -> int | None:
+        """The weight ``key`` was last recorded with (None if it is not remembered)."""
+        with self._lock:
+            seen = self._keys.get(key)
+            return seen[1] if seen is not None else None
+
     def forget(self, key: Hashable) -> None:
         with self._lock:
             self._keys.pop(key, None)

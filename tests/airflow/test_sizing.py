@@ -82,3 +82,27 @@ def test_the_command_prints_the_recommendation_and_refuses_a_bad_option(airflow_
                          capture_output=True, text=True, timeout=180)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "bytecache sizing: --headroom must be between 0 and 10 (a fraction of the total), got -1.0"
+
+
+def test_with_a_trace_it_prints_and_plots_the_miss_ratio_curve(airflow_db, tmp_path):
+    from test_trace import OLD, REAL
+
+    plot = tmp_path / "curve.png"
+    proc = subprocess.run([sys.executable, "-m", "bytecache_airflow.sizing", "--measure", "0", "--trace", str(REAL),
+                           "--plot", str(plot)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    # the DB's recommendation first, then the trace's curve
+    assert out.index("Recommended: [scheduler] dag_cache_max_bytes") < out.index("Miss-ratio curve: ")
+    for entries in (128, 256, 512, 1024):
+        assert f"| Airflow LRU, {entries} entries | " in out
+    assert "| bytecache (default policy), budget 60% of the working set | " in out
+    assert f"Plot: {plot}" in out and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without the DB; and a trace without times is refused, by name, before the DB is read
+    only = subprocess.run([sys.executable, "-m", "bytecache_airflow.sizing", "--trace", str(REAL), "--trace-only", "--no-plot"],
+                          capture_output=True, text=True, timeout=180)
+    assert only.returncode == 0 and "Recommended" not in only.stdout and "Miss-ratio curve" in only.stdout
+    old = subprocess.run([sys.executable, "-m", "bytecache_airflow.sizing", "--trace", str(OLD), "--no-plot"],
+                         capture_output=True, text=True, timeout=180)
+    assert old.returncode == 2 and old.stdout == ""
+    assert old.stderr.strip().splitlines()[-1].startswith("bytecache sizing: the trace has no times and loop numbers")

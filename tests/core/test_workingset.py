@@ -55,6 +55,18 @@ def test_a_key_never_read_twice_has_no_window_yet_and_counts_what_was_read(clock
     assert est == (12, 2, None)
 
 
+def test_weight_of_is_the_last_recorded_weight_and_none_when_forgotten(clock):
+    ws = WorkingSet()
+    assert ws.weight_of("a") is None
+    ws.record("a", 7, clock.now)
+    ws.touch("a", clock.now + 1)
+    assert ws.weight_of("a") == 7
+    ws.record("a", 9, clock.now + 2)  # reloaded and reweighed
+    assert ws.weight_of("a") == 9
+    ws.forget("a")
+    assert ws.weight_of("a") is None
+
+
 def test_matches_a_brute_force_count_over_the_trace(clock):
     rng = random.Random(7)
     ws = WorkingSet(quantile=0.9)

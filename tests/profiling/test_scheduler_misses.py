@@ -20,7 +20,8 @@ def test_lru_thrashes_where_the_byte_bounded_bag_keeps_what_fits(tmp_path):
     # before 3.3 Airflow's cache is an unbounded dict: no entry cap to cut
     lru_entries = ["--lru-entries", "20"] if AIRFLOW >= (3, 3) else []
     cmd = [sys.executable, "-m", "profiling.scheduler_misses", "--dags", "30", "--per-loop", str(PER_LOOP), "--sweeps", "3",
-           *lru_entries, "--only", "airflow-lru", "bytecache-tinylfu", "bytecache-tinylfu-fits", "--json", str(out)]
+           *lru_entries, "--only", "airflow-lru", "bytecache-tinylfu", "bytecache-tinylfu-fits", "--json", str(out),
+           "--trace-dir", str(tmp_path / "traces")]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     results = {x["label"]: x for x in json.loads(out.read_text())}
@@ -39,4 +40,12 @@ def test_lru_thrashes_where_the_byte_bounded_bag_keeps_what_fits(tmp_path):
     if AIRFLOW >= (3, 3):
         assert tight["misses_per_loop"] < lru["misses_per_loop"]
     assert 0 < tight["accounted"] <= tight["budget"] and tight["entries"] < 30
+    # the working-set gauge of each traced bytecache run, against the truth from its own trace
+    assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == ["bytecache-tinylfu-fits.trace.gz", "bytecache-tinylfu.trace.gz"]
+    assert lru["gauge_accuracy"] is None
+    for res in (tight, fits):
+        acc = res["gauge_accuracy"]
+        assert acc["samples"] == 3 and acc["truth_median"] > 0.5 * res["working_set"]
+        assert abs(acc["error_median"]) <= 0.10, acc
+    assert "working-set gauge against the truth from the trace" in r.stdout
     assert "misses/loop" in r.stdout and f"Airflow {version('apache-airflow-core')}" in r.stdout

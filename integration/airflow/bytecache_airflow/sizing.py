@@ -2,6 +2,7 @@
 weighed by the cache's own model.
 
     python -m bytecache_airflow.sizing [--top 20] [--headroom 0.1] [--measure 8] [--json]
+    python -m bytecache_airflow.sizing --trace scheduler-trace.txt.gz [--plot miss-ratio.png] [--trace-only]
 
 Run it where the scheduler runs, with the deployment's Airflow configuration (``AIRFLOW_HOME``,
 ``airflow.cfg``, ``AIRFLOW__*``): it reads the metadata DB and changes nothing. A ``python -m``
@@ -15,6 +16,12 @@ it creates). Each is deserialized once, weighed with the cache's weighing model 
 and priors, refitted on deep measurements of the first ``--measure`` of them), and summed. The
 recommended budget is that total plus ``--headroom``; the scheduler memory to plan for is the
 budget plus the evicted-but-uncollected margin the soak bounds (a quarter of the budget).
+
+With ``--trace FILE`` (a scheduler access trace, as the soak records it) it also prints and plots
+the miss-ratio curve of that trace (``bytecache_airflow.missratio``): misses per scheduler loop
+and deserialization time per minute against memory, for bytecache's budgets and for Airflow's
+LRU at 128, 256, 512 and 1,024 entries. ``--trace-only`` skips the metadata DB (a trace copied
+from elsewhere).
 """
 
 from __future__ import annotations
@@ -172,17 +179,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headroom", type=float, default=0.1, help="budget above the total, as a fraction (0.1)")
     parser.add_argument("--measure", type=int, default=8, help="deep-measure this many DAGs to refit the model (8)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--trace", help="a recorded scheduler access trace: also print and plot its miss-ratio curve")
+    parser.add_argument("--plot", default="miss-ratio.png", help="where to write the curve's plot (default miss-ratio.png)")
+    parser.add_argument("--no-plot", action="store_true", help="print the curve only")
+    parser.add_argument("--trace-only", action="store_true", help="only the --trace curve; do not read the metadata DB")
+    parser.add_argument("--warmup-loops", type=int, help="loops of the trace left out (default: its first third)")
     args = parser.parse_args(argv)
-    from airflow.utils.session import create_session
-
+    if args.trace_only and not args.trace:
+        print("bytecache sizing: --trace-only needs --trace FILE", file=sys.stderr)
+        return 2
+    out: dict = {}
     try:
-        with create_session() as session:
-            report = size_deployment(session, headroom=args.headroom, measure=args.measure)
-    except ValueError as exc:
+        curve = _trace_curve(args) if args.trace else None  # a bad trace fails before the DB is read
+        if not args.trace_only:
+            from airflow.utils.session import create_session
+
+            with create_session() as session:
+                report = size_deployment(session, headroom=args.headroom, measure=args.measure)
+            out["sizing"] = report.to_dict()
+            if not args.json:
+                print(format_report(report, top=args.top))
+    except (ValueError, OSError) as exc:
         print(f"bytecache sizing: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report, top=args.top))
+    if curve is not None:
+        from bytecache_airflow.missratio import format_curve
+
+        out["miss_ratio_curve"] = curve.to_dict()
+        if not args.json:
+            print("\n" if "sizing" in out else "", end="")
+            print(format_curve(curve))
+            if not args.no_plot:
+                print(f"\nPlot: {args.plot}")
+    if args.json:
+        print(json.dumps(out if args.trace else out["sizing"], indent=1))
     return 0
+
+
+def _trace_curve(args):
+    from bytecache_airflow.missratio import miss_ratio_curve, plot_curve
+    from bytecache_airflow.trace import read_trace
+
+    if args.warmup_loops is not None and args.warmup_loops < 0:
+        raise ValueError(f"--warmup-loops must be >= 0, got {args.warmup_loops!r}")
+    try:
+        trace = read_trace(args.trace)
+    except FileNotFoundError:
+        raise ValueError(f"--trace: no such file {args.trace!r}") from None
+    curve = miss_ratio_curve(trace, warmup_loops=args.warmup_loops)
+    if not args.no_plot:
+        plot_curve(curve, args.plot, title=f"miss-ratio curve of {args.trace.rsplit('/', 1)[-1]}")
+    return curve
 
 
 if __name__ == "__main__":
