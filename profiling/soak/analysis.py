@@ -23,9 +23,14 @@ Three outcomes, each with its reason (:func:`judge`):
   same length would carry RSS past the bound;
 * ``flat``: the whole interval is within the bound and the slope is not significantly above
   its limit;
-* ``inconclusive``: anything else -- no reference, too few samples or scheduler loops after the
-  warm-up, an interval that straddles the bound, or a short window in which RSS is still rising
-  significantly faster than the limit.
+* ``inconclusive``: anything else -- too few samples or scheduler loops after the warm-up, an
+  interval that straddles the bound, or a short window in which RSS is still rising significantly
+  faster than the limit.
+
+Before Airflow 3.3 there is no reference run (no ``SCHEDULER_DAG_CACHE_SIZE`` to set to 1), so
+the scheduler's own memory cannot be told from the cache's and the bound cannot be judged. Such a
+run is judged on its trend alone (:data:`CRITERION_WITHOUT_REFERENCE`): its own slope, nothing
+subtracted, against the long-window limit, and only over a window of at least ``LONG_WINDOW_S``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,13 @@ CRITERION = (
     f"growing: the interval lies above {BOUND_FACTOR:g} × the budget, or the slope is significantly above its limit "
     f"and either the window is at least {LONG_WINDOW_S / 60:.0f} minutes long or, at the low end of its interval, "
     f"another window of the same length would carry RSS past the bound; inconclusive: anything else, with the reason."
+)
+
+CRITERION_WITHOUT_REFERENCE = (
+    f"without a reference run (Airflow before 3.3), the trend alone: flat: over a window of at least "
+    f"{LONG_WINDOW_S / 60:.0f} minutes after the warm-up, the run's own RSS slope (nothing subtracted) is not "
+    f"significantly above {100 * SLOPE_FRACTION:g}% of the budget per hour; growing: it is significantly above; "
+    f"inconclusive: a shorter window; the level above the scheduler's own memory is reported, not judged."
 )
 
 
@@ -255,7 +267,7 @@ def judge(subject: RunStats, reference: RunStats | None, budget: int) -> Verdict
         return Verdict(outcome, reason, subject.name, budget, bound, excess, slope, limit, subject.window_s)
 
     if reference is None or not reference.window_rss:
-        return verdict(INCONCLUSIVE, "no reference run to compare with")
+        return judge_trend_alone(subject, budget)
     few = [st for st in (subject, reference) if st.loops_judged is not None and st.loops_judged < MIN_JUDGED_LOOPS]
     if few:
         return verdict(INCONCLUSIVE, f"too short: the {few[0].name} run finished {few[0].loops_judged} scheduler loops "
@@ -280,6 +292,25 @@ def judge(subject: RunStats, reference: RunStats | None, budget: int) -> Verdict
         return verdict(INCONCLUSIVE, f"within the bound but still rising significantly over a window under "
                                      f"{LONG_WINDOW_S / 60:.0f} min: run longer", excess, slope)
     return verdict(FLAT, "within the bound, and not significantly rising", excess, slope)
+
+
+def judge_trend_alone(subject: RunStats, budget: int) -> Verdict:
+    """The verdict on ``subject`` by :data:`CRITERION_WITHOUT_REFERENCE`: no reference run to
+    separate the scheduler's own memory from the cache's, so no bound, and no short window."""
+    limit = SLOPE_FRACTION * budget
+
+    def verdict(outcome: str, reason: str) -> Verdict:
+        return Verdict(outcome, f"no reference run: judged on its trend alone; {reason}", subject.name, budget,
+                       BOUND_FACTOR * budget, None, subject.slope, limit, subject.window_s)
+
+    if subject.loops_judged is not None and subject.loops_judged < MIN_JUDGED_LOOPS:
+        return verdict(INCONCLUSIVE, f"too short: the run finished {subject.loops_judged} scheduler loops after its "
+                                     f"warm-up, under {MIN_JUDGED_LOOPS}")
+    if subject.slope is None or subject.window_s < LONG_WINDOW_S:
+        return verdict(INCONCLUSIVE, f"too short: the trend alone needs a window of at least {LONG_WINDOW_S / 60:.0f} min")
+    if subject.slope.lo > limit:
+        return verdict(GROWING, "RSS is rising significantly faster than the limit")
+    return verdict(FLAT, "RSS is not significantly rising")
 
 
 #: The bytes gauge against the object-exact deep walk of what the cache holds, at exit.

@@ -13,7 +13,7 @@ from pathlib import Path
 from statistics import mean, median
 
 from profiling.soak import analysis
-from profiling.soak.analysis import ACCOUNTING_BOUND, CRITERION, Summary, accounting_error, quantile
+from profiling.soak.analysis import ACCOUNTING_BOUND, CRITERION, CRITERION_WITHOUT_REFERENCE, Summary, accounting_error, quantile
 from profiling.soak.model import RunRecord, SoakResults
 from profiling.units import MiB, mib
 
@@ -96,6 +96,7 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     row("machine load (1-min average) mean / max", lambda r, st: f"{_f(st.load_mean, '{:.1f}')} / {_f(st.load_max, '{:.1f}')}")
     row("RSS after the first loop, MiB", lambda r, st: mib(st.baseline))
     row("peak RSS, MiB", lambda r, st: mib(st.peak))
+    row("peak − RSS after the first loop, MiB", lambda r, st: mib(st.peak - st.baseline))
     row(f"RSS p{round(100 * analysis.LEVEL_QUANTILE)} after warm-up, MiB", lambda r, st: mib(st.level))
     row(f"PSS / USS p{round(100 * analysis.LEVEL_QUANTILE)} after warm-up, MiB", lambda r, st: f"{mib(st.pss_level)} / {mib(st.uss_level)}")
     row("RSS above the reference, MiB [95% CI]", lambda r, st: verdict_of(r).excess.fmt(MiB) if verdict_of(r) and verdict_of(r).excess else "n/a")
@@ -123,6 +124,7 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
         "",
         f"Criterion -- {CRITERION}",
         "",
+        *([f"Criterion -- {CRITERION_WITHOUT_REFERENCE}", ""] if "reference" not in stats else []),
         f"Accounting: the bytes gauge is compared with the deep walk of the cached DAGs taken inside the scheduler at "
         f"exit (every object reachable from them, each counted once; types, modules, functions and code excluded); "
         f"the bound is ±{100 * ACCOUNTING_BOUND:.0f}%. memray's default mode attributes whole pymalloc arenas to the "

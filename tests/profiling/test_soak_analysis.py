@@ -117,9 +117,20 @@ def test_judge_rising_within_the_bound_depends_on_the_window():
     assert v.outcome == GROWING and "rising" in v.reason
 
 
-def test_judge_needs_a_reference_and_enough_samples():
-    ours = run_stats(record("bytecache", 220))
-    assert judge(ours, None, BUDGET).outcome == INCONCLUSIVE
+def test_without_a_reference_the_trend_alone_is_judged_over_a_long_window():
+    long_ = int(LONG_WINDOW_S) + 600
+    short = judge(run_stats(record("bytecache", 220)), None, BUDGET)  # a 300 s window
+    assert short.outcome == INCONCLUSIVE and "no reference" in short.reason and "too short" in short.reason, short.line()
+    flat = judge(run_stats(record("bytecache", 220, seconds=long_, warmup=300, noise_mib=0.5, seed=12)), None, BUDGET)
+    assert flat.outcome == FLAT and "trend alone" in flat.reason and flat.excess is None, flat.line()
+    assert flat.slope.lo <= 0.01 * BUDGET
+    # 10 MiB/h over 20 min, against 1% of the budget per hour: nothing subtracted, so it is growth
+    rising = judge(run_stats(record("bytecache", 220, seconds=long_, warmup=300, slope_mib_h=10, noise_mib=0.5, seed=7)),
+                   None, BUDGET)
+    assert rising.outcome == GROWING and rising.slope.lo > 0.01 * BUDGET and "no reference" in rising.reason, rising.line()
+
+
+def test_judge_needs_enough_samples():
     too_short = run_stats(record("bytecache", 220, seconds=115, warmup=100))
     v = judge(too_short, run_stats(record("reference", 200)), BUDGET)
     assert v.outcome == INCONCLUSIVE and v.reason.startswith("too short")
@@ -139,7 +150,7 @@ def test_accounting_error():
 
 def test_the_readme_states_the_criterion_the_code_uses():
     readme = (Path(__file__).resolve().parents[2] / "profiling" / "README.md").read_text()
-    assert CRITERION in readme
+    assert CRITERION in readme and analysis.CRITERION_WITHOUT_REFERENCE in readme
     assert f"±{100 * analysis.ACCOUNTING_BOUND:.0f}%" in readme
 
 
