@@ -339,3 +339,122 @@ def summarize(results) -> Summary:
     ref = stats.get("reference")
     verdicts = {name: judge(st, ref, results.budget) for name, st in stats.items() if name != "reference"}
     return Summary(stats, verdicts, verdicts.get("bytecache"))
+
+
+# -- speed and the cache's own cost ---------------------------------------------------------------
+@dataclass(frozen=True)
+class LoopStats:
+    """``scheduler_loop_duration`` of one run, in ms."""
+
+    loops: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+
+
+def loop_stats(loop_ms: list[float]) -> LoopStats | None:
+    if not loop_ms:
+        return None
+    return LoopStats(len(loop_ms), mean(loop_ms), quantile(loop_ms, 0.5), quantile(loop_ms, 0.95))
+
+
+def loop_ratio(subject: LoopStats | None, other: LoopStats | None) -> tuple[float, float] | None:
+    """(mean, p50) of ``subject``'s loop duration over ``other``'s; under 1: ``subject`` is faster."""
+    if subject is None or other is None or not other.mean_ms or not other.p50_ms:
+        return None
+    return subject.mean_ms / other.mean_ms, subject.p50_ms / other.p50_ms
+
+
+@dataclass(frozen=True)
+class CacheCost:
+    """What the bag and Python's collector spent of the scheduler's wall time, from its exit report.
+
+    ``overhead_s`` is the bag's own total (its collections, heap trims, calibration and the rest
+    of maintenance); Python's full collections (its own and the bag's) are counted apart."""
+
+    wall_s: float
+    overhead_s: float
+    collections: int
+    collection_s: float
+    trim_s: float
+    calibration_s: float
+    maintenance_s: float
+    pause_p50_ms: float | None
+    pause_p99_ms: float | None
+    pause_max_ms: float | None
+    deferred_for_time: int
+    python_full_collections: int | None
+    python_full_s: float | None
+
+    def share(self, seconds: float | None) -> float | None:
+        return None if seconds is None or not self.wall_s else seconds / self.wall_s
+
+
+def cache_cost(scheduler_report: dict) -> CacheCost | None:
+    """The :class:`CacheCost` of a run whose bag reported its reclaim state, else None."""
+    reclaim = (scheduler_report.get("snapshot") or {}).get("reclaim") or {}
+    wall = scheduler_report.get("uptime_s") or reclaim.get("elapsed_seconds")
+    if not reclaim or not wall:
+        return None
+    pauses = sorted(reclaim.get("pauses_ms") or [])
+    full_ms = scheduler_report.get("gc_full_ms")
+    return CacheCost(
+        wall_s=float(wall),
+        overhead_s=float(reclaim.get("overhead_seconds", 0.0)),
+        collections=int(reclaim.get("collections", 0)),
+        collection_s=float(reclaim.get("collection_seconds", 0.0)),
+        trim_s=float(reclaim.get("trim_seconds", 0.0)),
+        calibration_s=float(reclaim.get("calibration_seconds", 0.0)),
+        maintenance_s=float(reclaim.get("maintenance_seconds", 0.0)),
+        pause_p50_ms=quantile(pauses, 0.5) if pauses else None,
+        pause_p99_ms=quantile(pauses, 0.99) if pauses else None,
+        pause_max_ms=pauses[-1] if pauses else None,
+        deferred_for_time=int(reclaim.get("deferred_for_time", 0)),
+        python_full_collections=scheduler_report.get("gc_full"),
+        python_full_s=None if full_ms is None else full_ms / 1000.0,
+    )
+
+
+# -- peak memory against the bound ------------------------------------------------------------------
+def peak_rss(run, within_s: float | None = None) -> int | None:
+    """The highest RSS sample of ``run``, or of its first ``within_s`` seconds."""
+    return max((s.rss for s in run.samples if within_s is None or s.t <= within_s), default=None)
+
+
+def peak_excess(subject, reference, *, common_span: bool = False) -> float | None:
+    """``subject``'s peak RSS less ``reference``'s, in bytes; with ``common_span`` both over the
+    length of the shorter run only (a longer run has more chances to reach a higher peak)."""
+    if not subject.samples or not reference.samples:
+        return None
+    within = min(subject.samples[-1].t, reference.samples[-1].t) if common_span else None
+    return peak_rss(subject, within) - peak_rss(reference, within)
+
+
+@dataclass(frozen=True)
+class HeldBytes:
+    """The bag's own view of the memory it is responsible for: live (cached) + evicted-uncollected."""
+
+    peak_bytes: int
+    peak_budget: int
+    ticks: dict[str, int]  # maintenance ticks by (live + uncollected) / budget bucket, upper edges
+
+    @property
+    def peak_ratio(self) -> float | None:
+        return self.peak_bytes / self.peak_budget if self.peak_budget else None
+
+    def share_above(self, ratio: float) -> float | None:
+        """Share of maintenance ticks at which live + uncollected exceeded ``ratio`` × budget
+        (``ratio`` must be one of the bucket edges)."""
+        total = sum(self.ticks.values())
+        if not total:
+            return None
+        above = sum(n for edge, n in self.ticks.items() if float(edge) > ratio)
+        return above / total
+
+
+def held_bytes(scheduler_report: dict) -> HeldBytes | None:
+    reclaim = (scheduler_report.get("snapshot") or {}).get("reclaim") or {}
+    if "held_peak_bytes" not in reclaim:
+        return None
+    return HeldBytes(int(reclaim["held_peak_bytes"]), int(reclaim.get("held_peak_budget") or 0),
+                     dict(reclaim.get("held_ticks_by_ratio") or {}))

@@ -56,6 +56,12 @@ def cache_figures(run: RunRecord) -> dict:
 
 
 # -- markdown ---------------------------------------------------------------------------------------
+def mib_span(runs: list[RunRecord]) -> str:
+    """The length of the shortest run with samples, as "N min" (peaks are compared over it)."""
+    ends = [r.samples[-1].t for r in runs if r.samples]
+    return f"{min(ends) / 60:.1f} min" if ends else "n/a"
+
+
 def render_markdown(results: SoakResults, summary: Summary) -> str:
     spec, w = results.spec, results.spec.workload
     runs = [r for r in results.runs]
@@ -116,10 +122,52 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     row("pympler asizeof of the cached DAGs, MiB (gauge vs it)", lambda r, st: f"{mib(figs[r.name]['pympler'])} ({_pct(figs[r.name]['err_pympler'])})" if figs[r.name]["pympler"] else "n/a")
     row("memray default mode: retained under the load path at exit, MiB (arena-granular)", lambda r, st: mib(figs[r.name]["memray_under_load_path"]))
     row("calibrated bytes per JSON byte", lambda r, st: _f(figs[r.name]["ratio"], "{:.2f}"))
-    row("GC reclaims (s); heap trims (s)", lambda r, st: "{} ({:.1f}); {} ({:.1f})".format(
-        figs[r.name]["reclaim"]["collections"], figs[r.name]["reclaim"]["collection_seconds"],
-        figs[r.name]["reclaim"]["trims"], figs[r.name]["reclaim"]["trim_seconds"]) if figs[r.name]["reclaim"] else "n/a")
-    row("bag overhead: share of wall time", lambda r, st: _pct(figs[r.name]["reclaim"].get("overhead_share")).lstrip("+") if figs[r.name]["reclaim"] else "n/a")
+    loops = {r.name: analysis.loop_stats(r.loop_ms) for r in runs}
+
+    def vs(r, other: str) -> str:
+        ratio = analysis.loop_ratio(loops[r.name], loops.get(other))
+        return "n/a" if ratio is None or r.name == other else f"{ratio[0]:.2f} / {ratio[1]:.2f}"
+
+    row("loop duration mean / p50 ÷ the reference's", lambda r, st: vs(r, "reference"))
+    row("loop duration mean / p50 ÷ stock's", lambda r, st: vs(r, "stock"))
+    costs = {r.name: analysis.cache_cost(r.scheduler) for r in runs}
+
+    def cost(fn):
+        return lambda r, st: fn(costs[r.name]) if costs[r.name] is not None else "n/a"
+
+    def share(c, seconds) -> str:
+        return f"{100 * c.share(seconds):.2f}%" if c.share(seconds) is not None else "n/a"
+
+    row("the cache's own overhead (collections + trims + calibration + maintenance), s; share of scheduler wall time",
+        cost(lambda c: f"{c.overhead_s:.1f} of {c.wall_s:.0f}; {share(c, c.overhead_s)}"))
+    row("its collections: count; s; share of wall time; deferred by the caps",
+        cost(lambda c: f"{c.collections}; {c.collection_s:.1f}; {share(c, c.collection_s)}; {c.deferred_for_time}"))
+    row("its collection pauses p50 / p99 / max, ms",
+        cost(lambda c: f"{_f(c.pause_p50_ms, '{:.0f}')} / {_f(c.pause_p99_ms, '{:.0f}')} / {_f(c.pause_max_ms, '{:.0f}')}"))
+    row("heap trims s; calibration s; other maintenance s",
+        cost(lambda c: f"{c.trim_s:.1f}; {c.calibration_s:.1f}; {c.maintenance_s:.1f}"))
+    row("all full collections (Python's and the cache's): count; share of wall time",
+        lambda r, st: "{}; {}".format(r.scheduler["gc_full"], f"{100 * r.scheduler['gc_full_ms'] / 1000 / r.scheduler['uptime_s']:.1f}%"))
+    ref_run = results.run("reference")
+    bound = analysis.BOUND_FACTOR * results.budget if results.budget else None
+
+    def peak_over(r, st) -> str:
+        if ref_run is None or r.name == "reference":
+            return "n/a"
+        whole, common = analysis.peak_excess(r, ref_run), analysis.peak_excess(r, ref_run, common_span=True)
+        return f"{mib(whole)} / {mib(common)} vs {mib(bound)}"
+
+    row(f"peak RSS − the reference's peak, MiB: whole runs / first {mib_span(runs)} (the shorter run's length) vs "
+        f"{analysis.BOUND_FACTOR:g} × budget", peak_over)
+
+    def held(r, st) -> str:
+        h = analysis.held_bytes(r.scheduler)
+        if h is None:
+            return "n/a"
+        above = h.share_above(analysis.BOUND_FACTOR)
+        return f"{_f(h.peak_ratio, '{:.2f}')}; {'n/a' if above is None else f'{100 * above:.1f}%'}"
+
+    row(f"live + uncollected (the bag's accounting): peak ÷ budget; share of maintenance ticks above {analysis.BOUND_FACTOR:g} × budget", held)
     lines += [
         "",
         f"Criterion -- {CRITERION}",

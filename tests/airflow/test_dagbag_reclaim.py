@@ -117,6 +117,25 @@ def test_live_plus_uncollected_stays_within_budget_plus_margin(airflow_db, no_au
     assert bag.reclaimer.collections >= 3 and bag.cache.stats().evictions_size >= 6
 
 
+def test_live_plus_uncollected_is_observed_at_every_miss_and_maintenance_tick(airflow_db, no_automatic_gc):
+    clock = helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, clock)
+    budget = one_at_a_time(weights)
+    bag = make_bag(clock, max_bytes=budget, reclaim_min_interval=1e9, reclaim_hard_min_interval=1e9)
+    seen = []
+    with create_session() as session:
+        for run in runs + runs + runs:  # every lookup a miss that evicts the other DAG; no collection
+            bag.get_dag_for_run(run, session=session)
+            seen.append(bag.currsize + bag.uncollected_bytes)
+    bag.maintain()
+    bag.maintain()
+    reclaim = bag.snapshot().reclaim
+    assert reclaim["held_peak_bytes"] == max(seen) > budget  # the evicted DAGs are still in memory
+    assert reclaim["held_peak_budget"] == budget
+    assert sum(reclaim["held_ticks_by_ratio"].values()) == 2  # one per maintenance step
+    assert reclaim["hard_fraction"] == 0.2 and reclaim["soft_fraction"] == 0.1
+
+
 def test_a_forked_child_inherits_no_held_lock(airflow_db):
     """LocalExecutor forks the scheduler while the maintenance thread may hold the bag's locks;
     only the forking thread lives on in the child, so a lock it held would never be released."""
@@ -155,6 +174,84 @@ def test_a_forked_child_inherits_no_held_lock(airflow_db):
     assert os.waitstatus_to_exitcode(status) == 0
     with create_session() as session:  # and the parent's bag still works
         assert bag.get_dag_for_run(runs[1], session=session) is not None
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+def locks_owned_by(*roots) -> list:
+    """Every lock reachable from ``roots`` through the attributes of bytecache's own objects (and
+    the dicts, lists, tuples and sets they hold): the bag, its cache, calibrator, reclaimer,
+    working set, Airflow's bag lock, the maintainer class."""
+    found, seen, stack = {}, set(), list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, _LOCK_TYPES):
+            found[id(obj)] = obj
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif obj in roots or (getattr(type(obj), "__module__", "") or "").split(".")[0] in ("bytecache", "bytecache_airflow"):
+            stack.extend(vars(obj).values() if hasattr(obj, "__dict__") else ())
+            stack.extend(getattr(obj, slot) for slot in getattr(type(obj), "__slots__", ()) if hasattr(obj, slot))
+    return list(found.values())
+
+
+def test_after_fork_every_lock_the_bag_owns_is_free_in_the_child(airflow_db):
+    """Python 3.12+ warns when a process with threads forks (LocalExecutor re-forks a dead worker
+    while the maintenance thread runs): the child must get no lock another thread held. The
+    parent's maintenance thread holds every lock reachable from the bag at the fork; in the child
+    each one found the same way must be free, and the bag must work."""
+    from bytecache_airflow.dagbag import _Maintainer
+
+    clock = helpers.FakeClock()
+    runs, _ = runs_and_weights(airflow_db, clock)
+    bag = ByteBoundedDagBag(False, max_bytes="64MiB", stats_prefix="test.dag_bag", timer=clock, background=True)
+    with create_session() as session:
+        bag.get_dag_for_run(runs[0], session=session)  # starts the maintenance thread, as in the scheduler
+    assert any(t.name == "bytecache-dagbag-maintenance" for t in threading.enumerate())
+    locks = locks_owned_by(bag, _Maintainer)
+    assert len(locks) >= 8, locks  # the bag's two, Airflow's bag lock, cache, calibrator, reclaimer, working set, maintainer
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(60)
+        for lock in reversed(locks):
+            lock.release()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(30)
+    pid = os.fork()
+    if pid == 0:  # a deadlock is ended by the alarm (exit by SIGALRM, not 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(60)
+        code = 1
+        try:
+            child_locks = locks_owned_by(bag, _Maintainer)
+            busy = [lock for lock in child_locks if not lock.acquire(blocking=False)]
+            if busy:
+                code = 10 + len(busy)
+            else:
+                for lock in child_locks:
+                    lock.release()
+                with create_session() as session:
+                    ok = bag.get_dag_for_run(runs[1], session=session) is not None
+                bag.maintain(force=True)
+                code = 0 if ok and len(child_locks) == len(locks) else 3
+        finally:
+            os._exit(code)
+    release.set()
+    thread.join(30)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # 10 + n: n locks still held in the child
 
 
 def test_reclaim_and_overhead_reach_statsd(airflow_db, monkeypatch, no_automatic_gc):

@@ -160,3 +160,53 @@ def test_no_collection_while_the_heap_is_frozen():
     finally:
         gc.unfreeze()
     assert rc.maybe_collect() is not None and rc.uncollected == 0
+
+
+@pytest.fixture
+def collector_off():
+    """No automatic collection may reset the reclaimer's count mid-test."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    yield
+    if was_enabled:
+        gc.enable()
+
+
+def ticking_reclaimer(clock, *, pause: float, **kwargs) -> Reclaimer:
+    """A reclaimer with the default triggers and caps whose collection takes ``pause`` s of ``clock``."""
+    return Reclaimer(lambda: 1000, timer=clock, collect=lambda: clock.advance(pause), trim=None, **kwargs)
+
+
+def test_default_triggers_keep_live_plus_uncollected_within_a_quarter_of_the_budget(collector_off):
+    """The bag's pattern: a full cache (live = budget), 1.5% of the budget evicted per second,
+    one maintenance step per second. The defaults collect before the evicted bytes pass a quarter
+    of the budget, within the caps (one per 10 s, 1% of the time)."""
+    clock = helpers.FakeClock()
+    rc = ticking_reclaimer(clock, pause=0.05)
+    held = []
+    for _ in range(3600):
+        clock.advance(1.0)
+        rc.add(15)
+        held.append(rc.observe(1000, tick=True))
+        rc.maybe_collect()
+    assert max(held) <= 1250 and rc.held_peak_bytes == max(held)
+    assert rc.state()["held_ticks_by_ratio"]["1.5"] == rc.state()["held_ticks_by_ratio"]["inf"] == 0
+    assert sum(rc.held_ticks) == 3600
+    assert rc.total_ms / 1000 <= 0.01 * 3600 and rc.collections <= 360
+
+
+def test_a_soft_collection_leaves_one_collection_of_the_time_share_in_reserve(collector_off):
+    clock = helpers.FakeClock()
+    rc = ticking_reclaimer(clock, pause=1.0, soft_fraction=0.1, hard_fraction=0.2, min_interval=30.0,
+                           max_time_share=0.01)
+    clock.advance(100)
+    rc.add(200)
+    assert rc.maybe_collect() == pytest.approx(1000.0)  # hard: 1 s of the 1 s earned in 100 s
+    clock.advance(149)  # 250 s in: 2.5 s earned, 1 s spent
+    rc.add(150)  # soft only: it would spend the reserve (1 + 1 + 1 > 2.5)
+    assert rc.wanted() and not rc.allowed() and rc.maybe_collect() is None
+    rc.add(50)  # now hard: one more collection fits (1 + 1 <= 2.5)
+    assert rc.allowed() and rc.maybe_collect() == pytest.approx(1000.0)
+    clock.advance(399)  # 650 s in: 6.5 s earned, 2 s spent
+    rc.add(150)
+    assert rc.maybe_collect() == pytest.approx(1000.0)  # soft, with room for a hard one after it

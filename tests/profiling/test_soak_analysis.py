@@ -185,3 +185,45 @@ def test_slope_limit_is_one_percent_per_hour_or_the_headroom_over_a_short_window
     drift = run_stats(record("bytecache", 220, slope_mib_h=40, noise_mib=0.2, seed=11))
     v = judge(drift, ref, BUDGET)
     assert v.slope.lo > 0.01 * BUDGET and v.outcome == FLAT, v.line()
+
+
+# -- speed, the cache's own cost, peaks --------------------------------------------------------
+def test_loop_ratio_is_mean_and_median_over_the_other_run():
+    fast, slow = analysis.loop_stats([100.0, 200.0, 300.0, 1000.0]), analysis.loop_stats([400.0, 400.0, 500.0])
+    assert (fast.mean_ms, fast.p50_ms) == (400.0, 250.0)
+    assert analysis.loop_ratio(fast, slow) == pytest.approx((400 / 433.3333, 250 / 400))
+    assert analysis.loop_ratio(fast, None) is None and analysis.loop_stats([]) is None
+
+
+def test_cache_cost_shares_of_the_scheduler_wall_time_and_the_pause_distribution():
+    pauses = [float(ms) for ms in range(100, 1100, 10)]  # 100 collections: 100 ... 1090 ms
+    reclaim = {"collections": 100, "collection_seconds": sum(pauses) / 1000, "trim_seconds": 1.5,
+               "calibration_seconds": 2.0, "maintenance_seconds": 0.5, "overhead_seconds": sum(pauses) / 1000 + 4.0,
+               "pauses_ms": pauses[::-1], "deferred_for_time": 7, "elapsed_seconds": 9000.0}
+    cost = analysis.cache_cost({"uptime_s": 10000.0, "gc_full": 400, "gc_full_ms": 2_000_000.0,
+                                "snapshot": {"reclaim": reclaim}})
+    assert cost.wall_s == 10000.0  # the scheduler's uptime, not the bag's lifetime
+    assert cost.share(cost.overhead_s) == pytest.approx((59.5 + 4.0) / 10000)
+    assert cost.share(cost.collection_s) == pytest.approx(59.5 / 10000)
+    assert (cost.pause_p50_ms, cost.pause_max_ms) == (pytest.approx(595.0), 1090.0)
+    assert cost.pause_p99_ms == pytest.approx(1080.1)
+    assert cost.deferred_for_time == 7 and cost.python_full_collections == 400 and cost.python_full_s == 2000.0
+    assert analysis.cache_cost({"uptime_s": 10.0}) is None  # Airflow's own bag: nothing to report
+
+
+def test_peak_excess_over_the_common_span_ignores_what_a_longer_run_reached_later():
+    ref = RunRecord("reference", samples=[Sample(float(t), 200 * MiB, 0, 0, 1.0) for t in range(100)])
+    ours = RunRecord("bytecache", samples=[Sample(float(t), (220 if t < 100 else 260) * MiB, 0, 0, 1.0) for t in range(300)])
+    assert analysis.peak_excess(ours, ref) == 60 * MiB
+    assert analysis.peak_excess(ours, ref, common_span=True) == 20 * MiB
+    assert analysis.peak_excess(ours, RunRecord("reference")) is None
+
+
+def test_held_bytes_peak_ratio_and_share_of_ticks_above_the_bound():
+    report = {"snapshot": {"reclaim": {"held_peak_bytes": 150, "held_peak_budget": 100, "held_ticks_by_ratio":
+                                       {"1.0": 50, "1.1": 20, "1.25": 10, "1.5": 15, "2.0": 5, "inf": 0}}}}
+    held = analysis.held_bytes(report)
+    assert held.peak_ratio == 1.5
+    assert held.share_above(BOUND_FACTOR) == pytest.approx(0.2)
+    assert held.share_above(1.0) == pytest.approx(0.5)
+    assert analysis.held_bytes({"snapshot": {"reclaim": {"collections": 0}}}) is None  # an older record

@@ -91,3 +91,33 @@ def test_before_33_there_is_no_entry_cap_to_set():
             SoakSpec(configs=(config, "bytecache"), **pre33)
     on33 = SoakSpec(workload=WorkloadSpec(n_dags=8), configs=("stock",), durations={}, airflow="3.3.2", airflow_cache_size=512)
     assert on33.label("stock") == "(b) stock Airflow 3.3.2 (512-entry LRU)"
+
+
+def test_summary_shows_speed_cost_pauses_and_peaks_side_by_side(tmp_path):
+    res = results()
+    ref, ours = res.runs
+    ref.loop_ms, ours.loop_ms = [4000.0, 6000.0, 5000.0], [3000.0, 2000.0, 4000.0]
+    for run in res.runs:
+        run.scheduler.update({"uptime_s": 200.0, "gc_full": 40, "gc_full_ms": 30000.0})
+    ours.scheduler["snapshot"]["reclaim"] = {
+        "collections": 2, "collection_seconds": 1.2, "pauses_ms": [500.0, 700.0], "trim_seconds": 0.1,
+        "calibration_seconds": 0.5, "maintenance_seconds": 0.2, "overhead_seconds": 2.0, "deferred_for_time": 3,
+        "held_peak_bytes": 40 * MiB, "held_peak_budget": 32 * MiB,
+        "held_ticks_by_ratio": {"1.0": 150, "1.1": 30, "1.25": 10, "1.5": 10, "2.0": 0, "inf": 0}}
+    res.save(tmp_path)
+    report.write_all(res, tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+
+    def cells(label_start):
+        line = next(v for k, v in rows.items() if k.startswith(label_start))
+        return [c.strip() for c in line.strip("| ").split(" | ")[1:]]
+
+    assert cells("loop duration mean / p50 ÷ the reference's") == ["n/a", "0.60 / 0.60"]
+    assert cells("the cache's own overhead") == ["n/a", "2.0 of 200; 1.00%"]
+    assert cells("its collections") == ["n/a", "2; 1.2; 0.60%; 3"]
+    assert cells("its collection pauses") == ["n/a", "600 / 698 / 700"]
+    assert cells("all full collections") == ["40; 15.0%", "40; 15.0%"]
+    assert cells("peak RSS − the reference's peak") == ["n/a", "20.0 / 20.0 vs 40.0"]
+    assert cells("live + uncollected") == ["n/a", "1.25; 5.0%"]
+    assert soak_main(["report", str(tmp_path)]) == 0 and (tmp_path / "summary.md").read_text() == text

@@ -139,8 +139,8 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         calibrator: Calibrator | None = None,
         revalidation_interval: float | None = None,
         maintenance_interval: float = 0.25,
-        reclaim_soft_fraction: float = 0.25,
-        reclaim_hard_fraction: float = 0.5,
+        reclaim_soft_fraction: float = 0.1,
+        reclaim_hard_fraction: float = 0.2,
         reclaim_min_interval: float = 30.0,
         reclaim_hard_min_interval: float = 10.0,
         reclaim_max_time_share: float = 0.01,
@@ -363,6 +363,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         if entry is None:
             return None  # not in the DB: no miss, as in Airflow's bag (nothing was cached or loaded)
         self.working_set.record(version_id, entry.weight, now)
+        self.reclaimer.observe(self._cache.currsize)  # a load is when live + uncollected peaks
         self._on_cache_miss()
         self._maybe_maintain(now, loaded=True)
         return entry.dag
@@ -526,6 +527,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         rc = self.reclaimer
         before = rc.total_ms / 1000.0 + rc.trim_ms / 1000.0 + self.calibrator.seconds_measuring
         self._measure_queued_samples()
+        rc.observe(self._cache.currsize, tick=True)
         if rc.uncollected and rc.wanted():
             if self._in_critical_section():
                 self.deferred_for_critical_section += 1

@@ -7,7 +7,8 @@ more DAG memory than the cache admits to. :class:`Reclaimer` keeps a running tot
 evicted since the last full collection (whoever ran it: the collector's generation-2 count says)
 and runs ``gc.collect()`` itself when that total passes a fraction of the budget:
 
-* ``soft_fraction`` of the budget, at most once per ``min_interval`` seconds;
+* ``soft_fraction`` of the budget, at most once per ``min_interval`` seconds, and only while the
+  time-share cap leaves room for one more collection after it;
 * ``hard_fraction`` of the budget, at most once per ``hard_min_interval`` seconds;
 
 and in either case only while its collections so far (plus one more like the last) stay within
@@ -15,8 +16,11 @@ and in either case only while its collections so far (plus one more like the las
 (~0.1-1 s in a scheduler), stalling every thread, so where it runs matters: never on a lookup,
 always from the bag's maintenance step, which skips while the scheduler is inside its critical
 section. With the caps, live + uncollected bytes normally stay within ``budget * (1 +
-soft_fraction)``; when evictions outrun the caps the excess waits for the next allowed
-collection (or Python's own full collection, which frees the same bytes).
+hard_fraction)`` plus what one maintenance tick evicts -- 1.25 × the budget with the defaults,
+the bound the soak judges; when evictions outrun the caps the excess waits for the next allowed
+collection (or Python's own full collection, which frees the same bytes). :meth:`Reclaimer.observe`
+records how close it came: the peak of live + uncollected bytes and, per maintenance tick, how
+many times the budget they held.
 
 Collected is not returned either: glibc keeps freed blocks (everything over pymalloc's 512-byte
 limit: task dicts, long strings) inside its heap, and only ever gives back the top of it. After a
@@ -39,6 +43,9 @@ __all__ = ["Reclaimer", "malloc_trim", "percentile"]
 
 #: Collection pauses kept for the distribution (the most recent ones).
 PAUSES_KEPT = 4096
+#: Upper edges of the buckets of live + uncollected bytes per budget counted at each maintenance
+#: tick (the last bucket is everything above 2 × the budget).
+HELD_RATIO_EDGES = (1.0, 1.1, 1.25, 1.5, 2.0)
 
 
 def _find_malloc_trim() -> Callable[[], object] | None:
@@ -75,8 +82,8 @@ class Reclaimer:
         self,
         budget: Callable[[], int],
         *,
-        soft_fraction: float = 0.25,
-        hard_fraction: float = 0.5,
+        soft_fraction: float = 0.1,
+        hard_fraction: float = 0.2,
         min_interval: float = 30.0,
         hard_min_interval: float = 10.0,
         max_time_share: float = 0.01,
@@ -122,6 +129,9 @@ class Reclaimer:
         self.trim_ms = 0.0
         self._trimmed_at = self._full_count  # the full-collection count at the last trim
         self._last_trim = self._started
+        self.held_peak_bytes = 0  # live + uncollected, the most seen by observe()
+        self.held_peak_budget = 0  # the budget at that moment
+        self.held_ticks = [0] * (len(HELD_RATIO_EDGES) + 1)  # ticks by live + uncollected per budget
 
     def reset_locks_after_fork(self) -> None:
         """In a forked child: a lock held by another thread of the parent would never be released."""
@@ -150,21 +160,40 @@ class Reclaimer:
             self._notice_other_collections()
             self.uncollected += nbytes
 
+    def observe(self, live_bytes: int, *, tick: bool = False) -> int:
+        """Note ``live_bytes`` cached now: keep the peak of live + uncollected, and with ``tick``
+        (once per maintenance step) count the step in its bucket of that sum per budget. Returns
+        the sum. Cheap enough for a miss (a lock and the collector's counters), not for a hit."""
+        with self._lock:
+            self._notice_other_collections()
+            held = live_bytes + self.uncollected
+        budget = max(int(self._budget()), 1)
+        if held > self.held_peak_bytes:
+            self.held_peak_bytes, self.held_peak_budget = held, budget
+        if tick:
+            ratio = held / budget
+            self.held_ticks[next((i for i, edge in enumerate(HELD_RATIO_EDGES) if ratio <= edge), len(HELD_RATIO_EDGES))] += 1
+        return held
+
+    def _hard_due(self) -> bool:
+        return self.uncollected >= self.hard_fraction * max(int(self._budget()), 1)
+
     def wanted(self) -> bool:
         """Whether enough evicted bytes wait for a collection (the caps aside)."""
-        budget = max(int(self._budget()), 1)
-        uncollected = self.uncollected
-        if uncollected >= self.hard_fraction * budget:
+        if self._hard_due():
             return True
-        return uncollected >= self.soft_fraction * budget and self._timer() - self._last_collect >= self.min_interval
+        budget = max(int(self._budget()), 1)
+        return self.uncollected >= self.soft_fraction * budget and self._timer() - self._last_collect >= self.min_interval
 
     def allowed(self) -> bool:
         """Whether the caps let a collection run now: one per ``hard_min_interval`` seconds, and
-        the collections so far plus one more like the last within ``max_time_share`` of the time."""
+        the collections so far plus one more like the last within ``max_time_share`` of the time.
+        A soft collection also leaves one more in reserve: the share it would spend is what lets
+        the hard trigger act in a burst of evictions."""
         now = self._timer()
         if now - self._last_collect < self.hard_min_interval:
             return False
-        expected_ms = self.last_ms or 0.0
+        expected_ms = (self.last_ms or 0.0) * (1 if self._hard_due() else 2)
         return (self.total_ms + expected_ms) / 1000.0 <= self.max_time_share * (now - self._started)
 
     def due(self) -> bool:
@@ -244,6 +273,11 @@ class Reclaimer:
             "uncollected_bytes": self.uncollected,
             "full_collections_seen": self.full_collections_seen,
             "deferred_for_time": self.deferred_for_time,
+            "soft_fraction": self.soft_fraction,
+            "hard_fraction": self.hard_fraction,
+            "held_peak_bytes": self.held_peak_bytes,
+            "held_peak_budget": self.held_peak_budget,
+            "held_ticks_by_ratio": dict(zip([*map(str, HELD_RATIO_EDGES), "inf"], self.held_ticks)),
         }
 
 
