@@ -17,7 +17,8 @@ what a linear model predicts from the DAG's features -- a fixed cost, the length
 serialized JSON (uncompressed, also when ``[core] compress_serialized_dags`` is on) and its
 tasks by operator type (:mod:`bytecache_airflow.weighing`) -- fitted by a
 :class:`bytecache.measure.Calibrator` on sampled deep measurements of DAGs the scheduler has
-used. Evicted DAGs are cyclic garbage; their bytes are tracked until a full collection and
+used; the maintenance thread re-weighs cached DAGs when the model is refitted or a DAG grew in
+place (``_reweigh_cached``). Evicted DAGs are cyclic garbage; their bytes are tracked until a full collection and
 reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`, from the maintenance thread only.
 """
 
