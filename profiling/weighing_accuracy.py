@@ -1,11 +1,15 @@
 """How well the bytes gauge bounds memory, per class of DAG, in the real scheduler.
 
-    python -m profiling.weighing_accuracy [--scale 1] [--budget-fraction 0.8] [--sweeps 6]
+    python -m profiling.weighing_accuracy [--scale 1] [--budget-fraction 0.8] [--sweeps 6] [--redeploy-fraction 0.5]
 
 Workload (``profiling.workload.WEIGHING_CLASSES``): DAGs of 5, 50, 500, 2,000 and 5,000 tasks,
 ``BashOperator`` and ``PythonOperator``, and one string-heavy class (256 KiB of ``doc_md``, 200
 params of 400 characters); one running run each, ``default_pool`` at 0 slots, so the scheduler
-visits every run each sweep. A real ``SchedulerJobRunner`` (Airflow 3.3.2, SQLite, this process)
+visits every run each sweep. Before the scheduler starts, ``--redeploy-fraction`` of each class's
+DAGs are deployed again (a new DAG version): on its first visit the scheduler moves their runs to
+it with ``DagRun.verify_integrity`` on the DAG its bag loaded, which grows that DAG by ~1 kB per
+task (the model's ``expanded_tasks``), so the cache holds grown and fresh DAGs, as a scheduler
+does. A real ``SchedulerJobRunner`` (Airflow 3.3.2, SQLite, this process)
 runs with bytecache as its DAG bag (through the plugin hook), the budget a fraction of the
 working set so that DAGs are evicted and reloaded (the calibrator samples used DAGs as they
 leave). At the end, per class and overall, it compares the gauge (the sum of the weights of
@@ -31,7 +35,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from profiling.units import MiB  # noqa: E402
-from profiling.workload import WEIGHING_CLASSES, DagClass, airflow_env, prepare_folder, write_class_dags  # noqa: E402
+from profiling.workload import (  # noqa: E402
+    WEIGHING_CLASSES,
+    DagClass,
+    airflow_env,
+    parse_into_db,
+    prepare_folder,
+    write_class_dags,
+)
 
 #: DAGs of each class at --scale 1 (~100 MiB of deserialized DAGs).
 COUNTS = {"bash_5": 30, "python_50": 20, "bash_500": 6, "python_2000": 3, "bash_5000": 2, "python_20_docs": 8}
@@ -130,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-fraction", type=float, default=0.8, help="budget / working set (walker, fresh DAGs)")
     ap.add_argument("--sweeps", type=int, default=6, help="scheduler sweeps over all runs")
     ap.add_argument("--per-loop", type=int, default=20, help="[scheduler] max_dagruns_per_loop_to_schedule")
+    ap.add_argument("--redeploy-fraction", type=float, default=0.5,
+                    help="of each class's DAGs, deployed again (a new version) before the scheduler starts")
     ap.add_argument("--keep", action="store_true", help="keep the temporary AIRFLOW_HOME")
     args = ap.parse_args(argv)
 
@@ -149,12 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         airflow_bin = str(Path(sys.executable).with_name("airflow"))
         subprocess.run([airflow_bin, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
         prepared = prepare_folder(home / "dags", sorted(classes))
+        redeployed = {cls: round(n * args.redeploy_fraction) for cls, n in counts_at(args.scale).items()}
+        if any(redeployed.values()):
+            write_class_dags(home / "dags", redeployed, version=2)
+            parse_into_db(home / "dags", home / "dags")
         working_set = working_set_estimate()
         budget = int(working_set * args.budget_fraction)
         per_sweep = -(-len(classes) // args.per_loop)
         print(
             f"workload: {len(classes)} DAGs ({', '.join(f'{n} x {c.name}' for c, n in counts_at(args.scale).items())}), "
-            f"{prepared['runs']} running runs; working set {working_set / MiB:.1f} MiB (walker, fresh); "
+            f"{prepared['runs']} running runs, {sum(redeployed.values())} of them to move to a new version; working set {working_set / MiB:.1f} MiB (walker, fresh); "
             f"budget {budget / MiB:.1f} MiB ({args.budget_fraction:.0%}); set up in {time.perf_counter() - t0:.0f} s",
             flush=True,
         )
