@@ -39,8 +39,10 @@ __all__ = ["dag_features", "expanded_tasks", "first_task_expanded", "EXPANDED_FE
 
 #: Prior coefficients (bytes per unit of each feature): a least-squares fit to the stdlib walker
 #: on fresh DAGs of the classes in ``profiling.workload.WEIGHING_CLASSES`` (Airflow 3.3.2), which
-#: it matches within 0.2% per class (pympler: -8% for the string-heavy class, within 2% for the rest).
-DAG_PRIOR = {"fixed": 6_200.0, "bytes": 1.58, "expanded_tasks": 1_010.0}
+#: it matches within 0.2% per class (pympler: -8% for the string-heavy class, within 2% for the
+#: rest); ``fixed`` less the ~1.4 kB per DAG of process-wide objects (``DEFAULT_OPERATOR_DEPS``,
+#: the ``UTC`` timezone) the walker no longer charges each DAG for.
+DAG_PRIOR = {"fixed": 4_800.0, "bytes": 1.58, "expanded_tasks": 1_010.0}
 #: Prior bytes per task of the common operator types (besides their JSON's share), and of any
 #: other type no sample has shown yet.
 OPERATOR_PRIORS = {"BashOperator": 2_600.0, "PythonOperator": 1_870.0}
