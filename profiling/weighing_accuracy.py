@@ -1,11 +1,15 @@
 """How well the bytes gauge bounds memory, per class of DAG, in the real scheduler.
 
-    python -m profiling.weighing_accuracy [--scale 1] [--budget-fraction 0.8] [--sweeps 6]
+    python -m profiling.weighing_accuracy [--scale 1] [--budget-fraction 0.8] [--sweeps 6] [--redeploy-fraction 0.5]
 
 Workload (``profiling.workload.WEIGHING_CLASSES``): DAGs of 5, 50, 500, 2,000 and 5,000 tasks,
 ``BashOperator`` and ``PythonOperator``, and one string-heavy class (256 KiB of ``doc_md``, 200
 params of 400 characters); one running run each, ``default_pool`` at 0 slots, so the scheduler
-visits every run each sweep. A real ``SchedulerJobRunner`` (Airflow 3.3.2, SQLite, this process)
+visits every run each sweep. Before the scheduler starts, ``--redeploy-fraction`` of each class's
+DAGs are deployed again (a new DAG version): on its first visit the scheduler moves their runs to
+it with ``DagRun.verify_integrity`` on the DAG its bag loaded, which grows that DAG by ~1 kB per
+task (the model's ``expanded_tasks``), so the cache holds grown and fresh DAGs, as a scheduler
+does. A real ``SchedulerJobRunner`` (Airflow 3.3.2, SQLite, this process)
 runs with bytecache as its DAG bag (through the plugin hook), the budget a fraction of the
 working set so that DAGs are evicted and reloaded (the calibrator samples used DAGs as they
 leave). At the end, per class and overall, it compares the gauge (the sum of the weights of
@@ -27,10 +31,17 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from profiling.workload import WEIGHING_CLASSES, DagClass, airflow_env, prepare_folder, write_class_dags
+from profiling.units import MiB
+from profiling.workload import (
+    WEIGHING_CLASSES,
+    DagClass,
+    airflow_env,
+    parse_into_db,
+    prepare_folder,
+    write_class_dags,
+)
 
-MB = 1024 * 1024
-#: DAGs of each class at --scale 1 (~100 MB of deserialized DAGs).
+#: DAGs of each class at --scale 1 (~100 MiB of deserialized DAGs).
 COUNTS = {"bash_5": 30, "python_50": 20, "bash_500": 6, "python_2000": 3, "bash_5000": 2, "python_20_docs": 8}
 
 
@@ -66,14 +77,18 @@ def working_set_estimate() -> int:
 
 
 def measure(bag, classes: dict[str, DagClass]) -> tuple[list[dict], dict]:
-    """Per class and overall: entries, gauge, walker and pympler deep sizes, one-ratio gauge."""
+    """Per class and overall: entries, gauge, the deep size of the cached DAGs by the walker and by
+    pympler (each object once over the class's DAGs, as ``profiling.cache_contents`` measures the
+    whole cache; and pympler's sum over the DAGs one at a time), one-ratio gauge."""
     from uuid import UUID
 
-    from bytecache.measure import deep_sizeof, walk_sizeof
+    from bytecache.measure import deep_sizeof
+
+    from profiling.cache_contents import deep_walk, pympler_size
 
     snap = bag.snapshot()
     one_ratio = snap.weighing.get("ratio")
-    rows: dict[str, dict] = defaultdict(lambda: {"entries": 0, "json": 0, "gauge": 0, "walk": 0, "pympler": 0})
+    rows: dict[str, dict] = defaultdict(lambda: {"entries": 0, "json": 0, "gauge": 0, "dags": []})
     for entry in snap.entries:
         value = bag.cache.peek(UUID(entry.dag_version_id))
         if value is None:
@@ -84,12 +99,18 @@ def measure(bag, classes: dict[str, DagClass]) -> tuple[list[dict], dict]:
             row["entries"] += 1
             row["json"] += entry.json_bytes
             row["gauge"] += entry.weight
-            row["walk"] += walk_sizeof(value.dag)
-            row["pympler"] += deep_sizeof(value.dag, use_pympler=True)
+            row["dags"].append(value.dag)
     order = [c.name for c in WEIGHING_CLASSES if c.name in rows] + ["all"]
+    # every walk before pympler: pympler materializes the __dict__ of each instance it visits
+    for name in order:
+        rows[name]["walk"] = deep_walk(rows[name]["dags"])["walk_bytes"]
+    for name in order:
+        rows[name]["pympler"] = pympler_size(rows[name]["dags"])
+        rows[name]["pympler_each"] = sum(deep_sizeof(dag, use_pympler=True) for dag in rows[name]["dags"])
     table = []
     for name in order:
         row = rows[name]
+        del row["dags"]
         row["class"] = name
         row["one_ratio"] = row["json"] * one_ratio if one_ratio else None
         table.append(row)
@@ -101,13 +122,13 @@ def pct(gauge: float | None, deep: float) -> str:
 
 
 def print_table(table: list[dict]) -> None:
-    print("| class | cached | JSON | gauge | walker | pympler | gauge vs walker | gauge vs pympler | one ratio (old) vs walker | vs pympler |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| class | cached | JSON | gauge | walker | pympler | gauge vs walker | gauge vs pympler | vs pympler, DAG by DAG | one ratio (old) vs walker | vs pympler |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in table:
         print(
-            f"| {r['class']} | {r['entries']} | {r['json'] / MB:.1f} MB | {r['gauge'] / MB:.1f} MB | {r['walk'] / MB:.1f} MB "
-            f"| {r['pympler'] / MB:.1f} MB | {pct(r['gauge'], r['walk'])} | {pct(r['gauge'], r['pympler'])} "
-            f"| {pct(r['one_ratio'], r['walk'])} | {pct(r['one_ratio'], r['pympler'])} |"
+            f"| {r['class']} | {r['entries']} | {r['json'] / MiB:.1f} MiB | {r['gauge'] / MiB:.1f} MiB | {r['walk'] / MiB:.1f} MiB "
+            f"| {r['pympler'] / MiB:.1f} MiB | {pct(r['gauge'], r['walk'])} | {pct(r['gauge'], r['pympler'])} "
+            f"| {pct(r['gauge'], r['pympler_each'])} | {pct(r['one_ratio'], r['walk'])} | {pct(r['one_ratio'], r['pympler'])} |"
         )
 
 
@@ -117,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-fraction", type=float, default=0.8, help="budget / working set (walker, fresh DAGs)")
     ap.add_argument("--sweeps", type=int, default=6, help="scheduler sweeps over all runs")
     ap.add_argument("--per-loop", type=int, default=20, help="[scheduler] max_dagruns_per_loop_to_schedule")
+    ap.add_argument("--redeploy-fraction", type=float, default=0.5,
+                    help="of each class's DAGs, deployed again (a new version) before the scheduler starts")
     ap.add_argument("--keep", action="store_true", help="keep the temporary AIRFLOW_HOME")
     args = ap.parse_args(argv)
 
@@ -136,13 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         airflow_bin = str(Path(sys.executable).with_name("airflow"))
         subprocess.run([airflow_bin, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
         prepared = prepare_folder(home / "dags", sorted(classes))
+        redeployed = {cls: round(n * args.redeploy_fraction) for cls, n in counts_at(args.scale).items()}
+        if any(redeployed.values()):
+            write_class_dags(home / "dags", redeployed, version=2)
+            parse_into_db(home / "dags", home / "dags")
         working_set = working_set_estimate()
         budget = int(working_set * args.budget_fraction)
         per_sweep = -(-len(classes) // args.per_loop)
         print(
             f"workload: {len(classes)} DAGs ({', '.join(f'{n} x {c.name}' for c, n in counts_at(args.scale).items())}), "
-            f"{prepared['runs']} running runs; working set {working_set / MB:.1f} MB (walker, fresh); "
-            f"budget {budget / MB:.1f} MB ({args.budget_fraction:.0%}); set up in {time.perf_counter() - t0:.0f} s",
+            f"{prepared['runs']} running runs, {sum(redeployed.values())} of them to move to a new version; working set {working_set / MiB:.1f} MiB (walker, fresh); "
+            f"budget {budget / MiB:.1f} MiB ({args.budget_fraction:.0%}); set up in {time.perf_counter() - t0:.0f} s",
             flush=True,
         )
         t1 = time.perf_counter()
@@ -157,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             + f"; one ratio on the same samples: {weighing['ratio']:.3f} bytes per JSON byte"
         )
         print(
-            f"cache: {len(snap['entries'])} entries, {snap['cached_bytes'] / MB:.1f} MB of {budget / MB:.1f} MB; "
+            f"cache: {len(snap['entries'])} entries, {snap['cached_bytes'] / MiB:.1f} MiB of {budget / MiB:.1f} MiB; "
             f"hits {snap['hits']}, misses {snap['misses']}, evictions {snap['evictions']}, rejections {snap['rejections']}"
         )
         print()

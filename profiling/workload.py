@@ -329,7 +329,7 @@ with DAG(
     catchup=False,
     doc_md=DOC or None,
     params=PARAMS,
-    tags=["weighing", {name!r}],
+    tags=["weighing", {name!r}{deploy_tag}],
 ) as dag:
     prev = None
     for i in range({tasks}):
@@ -345,23 +345,25 @@ _OPERATORS = {
 }
 
 
-def render_class_dag(cls: DagClass, dag_id: str) -> str:
+def render_class_dag(cls: DagClass, dag_id: str, version: int = 1) -> str:
+    """The DAG file; a ``version`` above 1 adds a tag, so that parsing it makes a new DAG version."""
     # one doc section renders to ~80 bytes
     return _CLASS_TEMPLATE.format(
         name=cls.name, dag_id=dag_id, tasks=cls.tasks, operator=_OPERATORS[cls.operator],
         doc_sections=cls.doc_kib * 1024 // 80, params=cls.params, param_chars=cls.param_chars,
+        deploy_tag=f", 'deploy-{version}'" if version > 1 else "",
     )
 
 
-def write_class_dags(folder: Path | str, counts: dict[DagClass, int]) -> dict[str, DagClass]:
-    """Write ``counts[cls]`` DAG files of each class; return dag_id -> class."""
+def write_class_dags(folder: Path | str, counts: dict[DagClass, int], version: int = 1) -> dict[str, DagClass]:
+    """Write ``counts[cls]`` DAG files of each class (the first ones, at ``version``); return dag_id -> class."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     by_id = {}
     for cls, n in counts.items():
         for i in range(n):
             dag_id = f"w_{cls.name}_{i:03d}"
-            _write_atomic(folder / f"{dag_id}.py", render_class_dag(cls, dag_id))
+            _write_atomic(folder / f"{dag_id}.py", render_class_dag(cls, dag_id, version))
             by_id[dag_id] = cls
     return by_id
 

@@ -233,6 +233,36 @@ class ByteCache(MutableMapping):
             evicted = self._store(key, value, weight)
         self._notify(evicted)
 
+    def reweigh(self, key: Hashable, weight: int | None = None) -> int:
+        """Weigh the live value under ``key`` again -- ``weight``, or ``getsizeof(value)`` if None --
+        for a value whose size changed in place; returns the new weight.
+
+        Not a use: recency, frequency and the idle clock stay as they were. If the cache is now
+        over ``maxsize`` the policy evicts as on a write (the value itself, if it no longer fits
+        at all). KeyError if there is no live value; a bad weight raises and changes nothing.
+        ``getsizeof`` is called with the lock held: it must be cheap and must not use the cache."""
+        evicted: list = []
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or self._is_expired(entry, self.timer() if self._ttl else 0):
+                raise KeyError(key)
+            weight = self._weigh(entry.value, weight)
+            old_weight = entry.weight
+            if weight == old_weight:
+                return weight
+            if self._maxsize is not None and weight > self._maxsize:
+                self._unlink(entry)
+                self._evictions_size += 1
+                evicted.append((key, entry.value, old_weight, _SIZE))
+            else:
+                entry.weight = weight
+                self._currsize += weight - old_weight
+                if self._policy is not None:
+                    self._policy.resize(entry, old_weight)
+                    self._evict_excess(evicted)
+        self._notify(evicted)
+        return weight
+
     def __delitem__(self, key: Hashable) -> None:
         self._remove(key)
 
@@ -395,13 +425,16 @@ class ByteCache(MutableMapping):
             self._data.move_to_end(key)
             if self._policy is not None:
                 self._policy.reweigh(entry, old_weight)
+        self._evict_excess(evicted)
+        return evicted
+
+    def _evict_excess(self, evicted: list) -> None:
         if self._maxsize is not None and self._currsize > self._maxsize:
             for victim in self._policy.evict(self._currsize - self._maxsize):  # type: ignore[union-attr]
                 del self._data[victim.key]
                 self._currsize -= victim.weight
                 self._evictions_size += 1
                 evicted.append((victim.key, victim.value, victim.weight, _SIZE))
-        return evicted
 
     def _evict_expired(self, now: float, evicted: list) -> None:
         # _data is in order of last use, so the expired entries are a prefix of it.

@@ -12,6 +12,7 @@ and otherwise walks ``gc.get_referents`` itself.
 
 from __future__ import annotations
 
+import builtins
 import gc
 import sys
 import threading
@@ -68,8 +69,16 @@ def walk_sizeof(obj: Any) -> int:
     values array of instances whose ``__dict__`` was never materialized (measured on Airflow
     3.3.2 DAGs: within 5% of pympler for DAGs of 50 tasks and more, which pympler pushes up by
     materializing every ``__dict__`` it visits). 3-5x faster than pympler, half its memory while
-    it runs: what a long-running process calibrates with."""
+    it runs: what a long-running process calibrates with.
+
+    Like classes and modules, the objects they hold -- a class's attributes and its bases', the
+    globals of the modules defining them (a default ``frozenset``, a descriptor, a ``UTC``
+    singleton) -- are process-wide, whichever instance also points at them: they are neither
+    counted nor walked into. Counting them per value would charge every value for them
+    (measured: ~1.4 kB of a 23 kB Airflow DAG of 5 tasks, more once its tasks cached a method
+    through ``methodtools``), while the values together hold them once."""
     seen: set[int] = set()
+    classes_seen: set[int] = set()
     total = 0
     stack = [obj]
     step = _ALLOCATION_STEP
@@ -77,6 +86,12 @@ def walk_sizeof(obj: Any) -> int:
         item = stack.pop()
         if id(item) in seen or isinstance(item, _SHARED_TYPES):
             continue
+        cls = type(item)
+        if id(cls) not in classes_seen:
+            classes_seen.add(id(cls))
+            seen.update(_class_attribute_ids(cls))
+            if id(item) in seen:
+                continue  # held by its own class: an enum member, a singleton
         seen.add(id(item))
         referents = gc.get_referents(item)
         size = sys.getsizeof(item)
@@ -86,6 +101,17 @@ def walk_sizeof(obj: Any) -> int:
         total += -(-size // step) * step
         stack.extend(referents)
     return total
+
+
+def _class_attribute_ids(cls: type) -> list[int]:
+    """Ids of what ``cls``, its bases and the modules defining them hold (process-wide objects)."""
+    holders = []
+    for klass in cls.__mro__:
+        holders.append(vars(klass))
+        module = sys.modules.get(getattr(klass, "__module__", None) or "")
+        if module is not None and module is not builtins:
+            holders.append(vars(module))
+    return [id(value) for holder in holders for value in list(holder.values())]
 
 
 Features = Mapping[str, float]

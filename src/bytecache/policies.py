@@ -46,6 +46,9 @@ class LRUPolicy:
     def reweigh(self, entry, old_weight: int) -> None:
         self._order.move_to_end(entry.key)
 
+    def resize(self, entry, old_weight: int) -> None:
+        """The entry's weight changed in place (not a use): nothing to move."""
+
     def remove(self, entry) -> None:
         del self._order[entry.key]
 
@@ -264,6 +267,19 @@ class WTinyLFUPolicy:
         self._hold_over(self._candidates)
         self._candidates = self._drain_window()
 
+    def resize(self, entry, old_weight: int) -> None:
+        """The entry's weight changed in place (not a use): its segment's weight follows; a
+        window or protected segment now over its share lets go as it does after a write."""
+        delta = entry.weight - old_weight
+        if entry.segment == WINDOW:
+            self.window_weight += delta
+            moved = self._drain_window()
+            if moved:
+                self._candidates = moved
+        elif entry.segment == PROTECTED:
+            self.protected_weight += delta
+            self._demote_protected_excess()
+
     def remove(self, entry) -> None:
         segment = entry.segment
         if segment == WINDOW:
@@ -315,6 +331,9 @@ class WTinyLFUPolicy:
         entry.segment = PROTECTED
         self.protected[entry.key] = entry
         self.protected_weight += entry.weight
+        self._demote_protected_excess()
+
+    def _demote_protected_excess(self) -> None:
         while self.protected_weight > self.max_protected and self.protected:
             _, demoted = self.protected.popitem(last=False)
             self.protected_weight -= demoted.weight

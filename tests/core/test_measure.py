@@ -30,6 +30,30 @@ class Ticker:
         return self.now
 
 
+#: process-wide: a module global and a class attribute that instances point at
+_MODULE_DEFAULTS = frozenset(range(1000, 1050))
+
+
+class _Task:
+    RETRY_DELAYS = [float(i) for i in range(100)]
+
+    def __init__(self, own):
+        self.own = own
+        self.retry_delays = self.RETRY_DELAYS
+        self.defaults = _MODULE_DEFAULTS
+
+
+def test_walker_does_not_charge_a_value_for_what_its_class_or_module_holds():
+    own = [str(i) * 3 for i in range(200)]
+    bare = _Task(own)
+    bare.retry_delays = bare.defaults = None
+    assert walk_sizeof(_Task(own)) == walk_sizeof(bare)  # the class's list and the module's frozenset are not its own
+    assert walk_sizeof(_Task(own)) > walk_sizeof(own) > 0  # its own objects are
+    # many values together hold them once as well: the sum of their walks is the walk of all of them
+    tasks = [_Task([str(i) * 3 for i in range(k, k + 50)]) for k in range(5)]
+    assert sum(walk_sizeof(t) for t in tasks) == walk_sizeof(tuple(tasks)) - walk_sizeof((None,) * 5)
+
+
 def test_calibrator_samples_warmup_then_one_in_every():
     measured = []
     cal = Calibrator(warmup=3, every=10, measure=lambda obj: measured.append(obj) or 400, timer=Ticker())

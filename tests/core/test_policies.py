@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from bytecache import ByteCache
+from bytecache import ByteCache, EvictionCause
 from bytecache.policies import POLICIES, PROBATION, PROTECTED, WINDOW, LRUPolicy, WTinyLFUPolicy
 from bytecache.sketch import FrequencySketch
 
@@ -394,3 +394,81 @@ def test_a_heavy_write_that_would_lose_admission_borrows_from_the_most_recent_re
     # not the oldest residents (in a sweep, the keys read next) but the most recently used ones
     most_recent_first = sorted(residents, key=lambda e: -e.touched)
     assert victims == most_recent_first[: len(victims)] and sum(v.weight for v in victims) >= 20
+
+
+# -- a weight that changes in place: ByteCache.reweigh ---------------------------------------------
+class Growing:
+    """A value whose size changes after it was stored (as a DAG the scheduler has used does)."""
+
+    def __init__(self, size):
+        self.size = size
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_reweigh_keeps_the_accounting_exact_and_is_not_a_use(policy):
+    events = []
+    cache = ByteCache(100, getsizeof=lambda v: v.size, policy=policy, on_evict=lambda *e: events.append(e))
+    values = {key: Growing(10) for key in "abcdefgh"}
+    for key, value in values.items():
+        cache[key] = value
+    order, stats = list(cache._data), cache.stats()
+    values["a"].size = 25
+    assert cache.reweigh("a") == 25 and cache.weight_of("a") == 25
+    assert cache.currsize == 95 == sum(e.weight for e in cache._data.values())
+    assert list(cache._data) == order and (cache.stats().hits, cache.stats().misses) == (stats.hits, stats.misses)
+    assert_segments_consistent(cache)
+    assert cache.reweigh("b", 4) == 4 and cache.currsize == 89  # an explicit weight wins over getsizeof
+    assert_segments_consistent(cache)
+    assert events == []
+    values["c"].size = 40  # 129 > 100: the policy evicts, as after a write
+    cache.reweigh("c")
+    assert cache.currsize <= 100 and cache.currsize == sum(e.weight for e in cache._data.values())
+    assert events and all(cause is EvictionCause.SIZE for *_, cause in events)
+    assert_segments_consistent(cache)
+
+
+def test_reweigh_does_not_make_the_least_recently_used_entry_younger():
+    cache = ByteCache(30, getsizeof=lambda v: v.size, policy="lru")
+    old, young = Growing(10), Growing(10)
+    cache["old"], cache["young"] = old, young
+    old.size = 15
+    cache.reweigh("old")
+    cache["new"] = Growing(10)  # 35 > 30: the least recently used goes, re-weighed or not
+    assert "old" not in cache and "young" in cache and "new" in cache
+
+
+def test_reweigh_drops_a_value_that_no_longer_fits_at_all():
+    events = []
+    cache = ByteCache(100, getsizeof=lambda v: v.size, on_evict=lambda *e: events.append(e))
+    big, small = Growing(50), Growing(10)
+    cache["big"], cache["small"] = big, small
+    big.size = 150
+    assert cache.reweigh("big") == 150
+    assert "big" not in cache and cache.currsize == 10 and cache.stats().evictions_size == 1
+    assert events == [("big", big, 50, EvictionCause.SIZE)]  # with the weight it was charged
+
+
+def test_reweigh_refuses_a_missing_key_and_a_bad_weight_changing_nothing():
+    cache = ByteCache(100, getsizeof=lambda v: v.size)
+    cache["a"] = Growing(10)
+    with pytest.raises(KeyError):
+        cache.reweigh("nope")
+    for bad, error in ((-1, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="weight"):
+            cache.reweigh("a", bad)
+        assert cache.weight_of("a") == 10 and cache.currsize == 10
+
+
+def test_resize_charges_the_change_to_the_segment_without_counting_a_use():
+    policy = WTinyLFUPolicy(100)
+    residents = [Entry(i, weight=5) for i in range(10)]
+    for e in residents:
+        policy.add(e)
+    policy.record_access(residents[0])
+    assert residents[0].segment == PROTECTED
+    accesses, protected = policy.accesses, policy.protected_weight
+    residents[0].weight = 12
+    policy.resize(residents[0], 5)
+    assert policy.protected_weight == protected + 7 and policy.accesses == accesses
+    for name, (entries, weight) in policy.segments().items():
+        assert weight == sum(e.weight for e in entries), name

@@ -17,7 +17,8 @@ what a linear model predicts from the DAG's features -- a fixed cost, the length
 serialized JSON (uncompressed, also when ``[core] compress_serialized_dags`` is on) and its
 tasks by operator type (:mod:`bytecache_airflow.weighing`) -- fitted by a
 :class:`bytecache.measure.Calibrator` on sampled deep measurements of DAGs the scheduler has
-used. Evicted DAGs are cyclic garbage; their bytes are tracked until a full collection and
+used; the maintenance thread re-weighs cached DAGs when the model is refitted or a DAG grew in
+place (``_reweigh_cached``). Evicted DAGs are cyclic garbage; their bytes are tracked until a full collection and
 reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`, from the maintenance thread only.
 """
 
@@ -44,7 +45,14 @@ from bytecache.workingset import WorkingSet
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
 from bytecache_airflow.snapshot import BagSnapshot, CachedDag
-from bytecache_airflow.weighing import coverage_keys, dag_calibrator, dag_features
+from bytecache_airflow.weighing import (
+    EXPANDED_FEATURE,
+    coverage_keys,
+    dag_calibrator,
+    dag_features,
+    expanded_tasks,
+    first_task_expanded,
+)
 from bytecache_airflow.versions import current as _release_line
 
 _RELEASE = _release_line()  # UnsupportedAirflow on a release line we do not attach to
@@ -75,7 +83,7 @@ class _Entry:
     Mutable so that revalidation updates ``last_validated`` in place instead of storing a new
     value (a replacement would look like an eviction to the accounting)."""
 
-    __slots__ = ("dag", "dag_hash", "last_validated", "serialized_bytes", "weight", "used")
+    __slots__ = ("dag", "dag_hash", "last_validated", "serialized_bytes", "weight", "features", "used")
 
     def __init__(self, dag: SerializedDAG, dag_hash: str, last_validated: float, serialized_bytes: int) -> None:
         self.dag = dag
@@ -83,6 +91,7 @@ class _Entry:
         self.last_validated = last_validated
         self.serialized_bytes = serialized_bytes
         self.weight = 0
+        self.features: dict[str, float] = {}  # what ``weight`` was predicted from
         self.used = False  # served from the cache at least once (only such DAGs are sampled)
 
     def __repr__(self) -> str:
@@ -151,8 +160,10 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         if revalidation_interval is not None:
             self._revalidation_interval = revalidation_interval
         self._timer = timer
+        # getsizeof: an entry carries its own weight (re-weighed in place by the maintenance step)
         self._cache = ByteCache(
-            max_bytes if max_bytes else None, ttl=ttl or None, timer=timer, policy=policy, on_evict=self._on_evict
+            max_bytes if max_bytes else None, ttl=ttl or None, timer=timer, policy=policy, on_evict=self._on_evict,
+            getsizeof=_entry_weight,
         )
         # Airflow code that peeks at ``_dags`` (len, membership, ``[key].dag``) keeps working.
         self._dags = self._cache  # type: ignore[assignment]
@@ -176,6 +187,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         # DAGs picked for a deep measurement as they left the cache, measured by the maintenance
         # step (off the lookup path); held only until then.
         self._queued_samples: list[tuple[Any, int]] = []
+        self._weighed_with_samples = 0  # the calibrator's sample count the cached weights reflect
         self._last_maintenance = self._created = timer()
         self.maintenance_seconds = 0.0  # in maintain(), besides collections, trims and calibration
         self._overhead_sent_ms = 0
@@ -270,13 +282,16 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         return f"budget={budget}, ttl={'off' if self.ttl is None else f'{self.ttl:g}s'}, policy={self.policy}"
 
     # -- loading ---------------------------------------------------------------------------
-    def _weigh(self, dag: SerializedDAG, size: int) -> int:
-        """Bytes to charge for ``dag`` (``size``: its serialized JSON length), by the fitted model.
+    def _weigh(self, entry: _Entry) -> int:
+        """Bytes to charge for a DAG just deserialized, by the fitted model (set on the entry).
 
         No deep measurement here (it costs about a deserialization): the maintenance thread
         measures samples of DAGs the scheduler has used (``_first_hit``, ``_on_evict``) -- the
-        DAGs as the scheduler holds them are what the budget bounds."""
-        return self.calibrator.weight(dag_features(dag, size))
+        DAGs as the scheduler holds them are what the budget bounds -- and re-weighs cached
+        entries as the model or the DAGs change (``_reweigh_cached``)."""
+        entry.features = dag_features(entry.dag, entry.serialized_bytes, expanded=0)
+        entry.weight = self.calibrator.weight(entry.features)
+        return entry.weight
 
     def _load(self, version_id: UUID | str, session: Session) -> _Entry:
         from airflow.models.serialized_dag import SerializedDagModel
@@ -295,7 +310,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             raise _NotFound
         entry = self._entry_from_row(*row, validated=validated)
         stats.timing(f"{self._stats_prefix}.cache_load", (time.perf_counter() - start) * 1000.0)
-        entry.weight = self._weigh(entry.dag, entry.serialized_bytes)  # deep sampling is not load time
+        self._weigh(entry)  # deep sampling is not load time
         return entry
 
     def _entry_from_row(
@@ -397,7 +412,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         return self._store(version_id, entry)
 
     def _store(self, version_id: UUID | str, entry: _Entry) -> SerializedDAG:
-        entry.weight = self._weigh(entry.dag, entry.serialized_bytes)
+        self._weigh(entry)
         try:
             self._cache.set(version_id, entry, weight=self._weight_or_reject(entry))
         except ValueError:
@@ -426,7 +441,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         if not value.used:
             return  # evicted before any hit: as fresh as at load, not what a cached DAG weighs
         if self.calibrator.seen >= self.calibrator.warmup:
-            features = dag_features(value.dag, value.serialized_bytes)
+            features = value.features  # as of the last maintenance step: no pass over the tasks here
             if self.calibrator.should_sample(features, coverage_keys(features)):
                 self._queue_sample(value)
 
@@ -445,8 +460,42 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         with self._samples_lock:
             queued, self._queued_samples = self._queued_samples, []
         for dag, json_bytes in queued:
-            features = dag_features(dag, json_bytes)
+            features = dag_features(dag, json_bytes)  # counted now: the DAG as it is measured
             self.calibrator.measure_and_record(dag, features, coverage_keys(features))
+
+    def _reweigh_cached(self) -> int:
+        """Re-weigh the cached DAGs whose weight is out of date; returns how many changed.
+
+        Two things date a weight: the model was refitted since (new samples), or the DAG grew in
+        place -- the scheduler's ``verify_integrity`` caches a count on every task of a run's DAG
+        (``weighing.expanded_tasks``), ~30% more memory. Without this, entries keep the weight
+        of the model and the DAG at load, and the gauge drifts from what the cache holds (by
+        +13-15% in the soak's smoke test, where the samples are of grown DAGs and the cache at
+        exit holds some fresh ones). Runs on the maintenance thread; the check per entry is one
+        task's referents, the count a pass over its tasks once it has grown."""
+        refitted = self.calibrator.samples != self._weighed_with_samples
+        self._weighed_with_samples = self.calibrator.samples
+        changed = 0
+        with self._cache._lock:  # a copy of the keys (lookups go on meanwhile), no expiry as iter() would
+            keys = list(self._cache._data)
+        for key in keys:
+            entry = self._cache.peek(key)
+            if entry is None:
+                continue
+            grown = not entry.features.get(EXPANDED_FEATURE) and first_task_expanded(entry.dag)
+            if grown:
+                entry.features = {**entry.features, EXPANDED_FEATURE: float(expanded_tasks(entry.dag))}
+            if not (grown or refitted):
+                continue
+            weight = self.calibrator.weight(entry.features)
+            if weight != entry.weight:
+                entry.weight = weight
+                try:
+                    self._cache.reweigh(key)  # the entry's own weight, whatever value is there now
+                except KeyError:
+                    continue  # evicted meanwhile
+                changed += 1
+        return changed
 
     def reset_locks_after_fork(self) -> None:
         self._maintaining = threading.Lock()
@@ -527,6 +576,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         rc = self.reclaimer
         before = rc.total_ms / 1000.0 + rc.trim_ms / 1000.0 + self.calibrator.seconds_measuring
         self._measure_queued_samples()
+        self._reweigh_cached()
         rc.observe(self._cache.currsize, tick=True)
         if rc.uncollected and rc.wanted():
             if self._in_critical_section():
