@@ -87,8 +87,8 @@ MUTATIONS = [
     ),
     Mutation(
         "tinylfu-reweigh-ignores-weight", "policies.py",
-        "delta = entry.weight - old_weight",
-        "delta = 0",
+        "    def reweigh(self, entry, old_weight: int) -> None:\n        delta = entry.weight - old_weight",
+        "    def reweigh(self, entry, old_weight: int) -> None:\n        delta = 0",
         "W-TinyLFU's reweigh ignores the weight change of a value replaced in place",
     ),
     Mutation(
@@ -99,8 +99,8 @@ MUTATIONS = [
     ),
     Mutation(
         "currsize-skew-on-shrink", "cache.py",
-        "self._currsize += weight - old_weight",
-        "self._currsize += max(weight - old_weight, 0)",
+        "self._currsize += weight - old_weight\n            self._data.move_to_end(key)",
+        "self._currsize += max(weight - old_weight, 0)\n            self._data.move_to_end(key)",
         "replacing a value with a lighter one does not release the difference from currsize",
     ),
     Mutation(
@@ -332,10 +332,10 @@ MUTATIONS = [
 # holds" and "memory stays flat under the budget".
 SMOKE_MUTATIONS = [
     Mutation(
-        "gauge-under-counts-half", "dagbag.py",
-        "return self.calibrator.weight(dag_features(dag, size))",
-        "return self.calibrator.weight(dag_features(dag, size)) // 2",
-        "every DAG is charged half its weight: the gauge reads half of what the cache holds",
+        "calibration-measures-half", "weighing.py",
+        'kwargs.setdefault("measure", walk_sizeof)',
+        'kwargs.setdefault("measure", lambda value: walk_sizeof(value) // 2)',
+        "the calibration's deep measurement reads half of each sampled DAG: the model, and so the gauge, under-counts",
         package=INTEGRATION,
     ),
     Mutation(
