@@ -5,10 +5,15 @@
 Everything here is opt-in through environment variables, and nothing changes Airflow's files:
 
 ``BYTECACHE_PROFILE_DAG_CACHE_SIZE=N``
-    sets ``airflow.jobs.scheduler_job_runner.SCHEDULER_DAG_CACHE_SIZE`` (Airflow hard-codes 512)
-    before the CLI runs. ``0`` gives ``CachedDBDagBag(cache_size=0, cache_ttl=0)``: a plain dict,
-    the unbounded cache that Airflow < 3.3 ran. (With bytecache installed, also set
-    ``AIRFLOW__SCHEDULER__DAG_CACHE_POLICY=airflow`` so its plugin leaves Airflow's bag in place.)
+    caps the scheduler's own bag at N entries before the CLI runs (:func:`entry_cap`). On 3.3 it
+    sets ``airflow.jobs.scheduler_job_runner.SCHEDULER_DAG_CACHE_SIZE`` (Airflow hard-codes 512);
+    ``0`` gives ``CachedDBDagBag(cache_size=0, cache_ttl=0)``: a plain dict, the unbounded cache
+    that Airflow < 3.3 ran. On 3.2, whose scheduler builds ``DBDagBag(load_op_links=False)`` and
+    whose ``DBDagBag`` takes a ``cache_size`` (an LRU when > 0), it rebinds the runner module's
+    builder global (:attr:`bytecache_airflow.versions.ReleaseLine.builder`) to that class with
+    ``cache_size=N``. On 3.1 (no ``cache_size``) it refuses. (With bytecache installed, also set
+    ``AIRFLOW__SCHEDULER__DAG_CACHE_POLICY=airflow`` so its plugin leaves Airflow's bag in place;
+    on 3.2 the plugin then logs that its hook point is taken and leaves the rebound global alone.)
 ``BYTECACHE_PROFILE_TRACE=FILE``
     records every lookup of the scheduler's DAG bag -- version, weight, time, scheduler loop, and
     the lookup's duration if it loaded the version -- and, at the end of each loop, the bag's
@@ -29,13 +34,16 @@ Everything here is opt-in through environment variables, and nothing changes Air
 
 from __future__ import annotations
 
+import functools
 import gc
 import gzip
+import inspect
 import json
 import os
 import sys
 import threading
 import time
+from typing import Callable
 
 from bytecache_airflow.trace import access_line, loop_line
 from profiling.cache_contents import cached_dags, deep_walk, pympler_size
@@ -281,6 +289,26 @@ def _scheduler_cache_size():
     return getattr(mod, "SCHEDULER_DAG_CACHE_SIZE", None)
 
 
+def entry_cap(sjr) -> Callable[[int], None] | None:
+    """How to cap the bag that ``sjr`` (``airflow.jobs.scheduler_job_runner``) builds at N
+    entries, or None when this Airflow's scheduler bag cannot be capped (3.1)."""
+    if hasattr(sjr, "SCHEDULER_DAG_CACHE_SIZE"):  # 3.3: the runner passes cache_size=this global
+        return functools.partial(setattr, sjr, "SCHEDULER_DAG_CACHE_SIZE")
+    from bytecache_airflow.versions import current
+
+    release = current()
+    # Airflow's class, not whatever the global holds now: the bytecache plugin may have rebound it
+    airflows = release.airflow_bag_class()
+    if "cache_size" not in inspect.signature(airflows).parameters:
+        return None
+
+    def build_capped(entries: int) -> None:
+        # 3.2's runner calls the builder without cache_size, so the keyword given here stands
+        setattr(sjr, release.builder, functools.partial(airflows, cache_size=entries))
+
+    return build_capped
+
+
 def install() -> None:
     global _trace
     gc.callbacks.append(_on_gc)
@@ -288,14 +316,19 @@ def install() -> None:
 
     size = os.environ.get("BYTECACHE_PROFILE_DAG_CACHE_SIZE")
     if size is not None and size != "":
-        if not hasattr(sjr, "SCHEDULER_DAG_CACHE_SIZE"):
+        cap = entry_cap(sjr)
+        if cap is None:
             from airflow import __version__
 
             raise SystemExit(
                 f"profiling.bootstrap: BYTECACHE_PROFILE_DAG_CACHE_SIZE={size} needs Airflow's "
-                f"SCHEDULER_DAG_CACHE_SIZE (3.3+); Airflow {__version__}'s scheduler has no entry cap to set"
+                f"SCHEDULER_DAG_CACHE_SIZE (3.3+) or a DBDagBag that takes cache_size (3.2); "
+                f"Airflow {__version__}'s scheduler has no entry cap to set"
             )
-        sjr.SCHEDULER_DAG_CACHE_SIZE = int(size)
+        try:
+            cap(int(size))
+        except ValueError:
+            raise SystemExit(f"profiling.bootstrap: BYTECACHE_PROFILE_DAG_CACHE_SIZE={size!r} is not a whole number of entries") from None
     trace_path = os.environ.get("BYTECACHE_PROFILE_TRACE")
     if trace_path:
         conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
@@ -315,7 +348,8 @@ def install() -> None:
         instrument_bag(bag, _state, _trace)
         print(
             f"profiling.bootstrap: scheduler DAG bag {type(bag).__module__}.{type(bag).__name__} "
-            f"(store {type(bag._dags).__name__}, SCHEDULER_DAG_CACHE_SIZE={_scheduler_cache_size()})",
+            f"(store {type(bag._dags).__name__}, maxsize {getattr(bag._dags, 'maxsize', None)}, "
+            f"SCHEDULER_DAG_CACHE_SIZE={_scheduler_cache_size()})",
             file=sys.stderr,
             flush=True,
         )

@@ -27,8 +27,8 @@ Three outcomes, each with its reason (:func:`judge`):
   interval that straddles the bound, or a short window in which RSS is still rising significantly
   faster than the limit.
 
-Before Airflow 3.3 there is no reference run (no ``SCHEDULER_DAG_CACHE_SIZE`` to set to 1), so
-the scheduler's own memory cannot be told from the cache's and the bound cannot be judged. Such a
+A soak without a reference run (the default before Airflow 3.3; 3.1's bag has no entry cap to
+set to 1 at all) cannot tell the scheduler's own memory from the cache's, nor judge the bound. Such a
 run is judged on its trend alone (:data:`CRITERION_WITHOUT_REFERENCE`): its own slope, nothing
 subtracted, against the long-window limit, and only over a window of at least ``LONG_WINDOW_S``.
 """

@@ -66,7 +66,8 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--airflow", metavar="VERSION|PYTHON",
                     help="run Airflow (db migrate, dag-processor, scheduler) from another environment: a version such as "
                          "3.2.2 (the Makefile's .venv-3.2, `make venv-3.2`) or the path of that environment's python; "
-                         "default: this interpreter's. Before 3.3 the default configs are stock,bytecache")
+                         "default: this interpreter's. Before 3.3 the default configs are stock,bytecache; "
+                         "3.2 also runs reference (DBDagBag cache_size=1)")
 
 
 def spec_from_args(args, airflow: AirflowInstall) -> SoakSpec:
@@ -75,7 +76,7 @@ def spec_from_args(args, airflow: AirflowInstall) -> SoakSpec:
 
     if args.configs:
         configs = tuple(c.strip() for c in args.configs.split(",") if c.strip())
-    elif not airflow.cache_size:  # before 3.3 the stock scheduler's cache is the unbounded one; no 1-entry reference
+    elif not airflow.cache_size:  # before 3.3 the stock cache is the unbounded one; reference only when asked (3.2)
         configs = PRE_33_CONFIGS
     else:
         configs = QUICK_CONFIGS if args.quick else CONFIGS
@@ -122,6 +123,7 @@ def spec_from_args(args, airflow: AirflowInstall) -> SoakSpec:
         trace=args.trace,
         airflow=airflow.version,
         airflow_cache_size=airflow.cache_size,
+        airflow_entry_cap=airflow.entry_cap,
     )
 
 

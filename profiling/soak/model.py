@@ -52,13 +52,19 @@ class SoakSpec:
     # SCHEDULER_DAG_CACHE_SIZE (0: it has none -- before 3.3 the stock cache is an unbounded dict).
     airflow: str = ""
     airflow_cache_size: int = 512
+    # Whether the scheduler's own bag can be capped in entries (profiling.bootstrap.entry_cap):
+    # 3.3 by SCHEDULER_DAG_CACHE_SIZE, 3.2 by DBDagBag's cache_size; not 3.1.
+    airflow_entry_cap: bool = True
 
     def __post_init__(self) -> None:
-        needs_cap = [c for c in self.configs if AIRFLOW_BAG_SIZES.get(c) is not None]
-        if needs_cap and not self.airflow_cache_size:
+        if "unbounded" in self.configs and not self.airflow_cache_size:
             raise ValueError(
-                f"--configs: {', '.join(needs_cap)} set Airflow 3.3's SCHEDULER_DAG_CACHE_SIZE; Airflow {self.airflow} has none "
+                f"--configs: unbounded sets Airflow 3.3's SCHEDULER_DAG_CACHE_SIZE; Airflow {self.airflow} has none "
                 "(its stock cache is already unbounded: use --configs stock,bytecache)")
+        if "reference" in self.configs and not self.airflow_entry_cap:
+            raise ValueError(
+                f"--configs: reference caps the scheduler's bag at 1 entry (3.3's SCHEDULER_DAG_CACHE_SIZE, 3.2's "
+                f"DBDagBag cache_size); Airflow {self.airflow} has neither: use --configs stock,bytecache")
 
     def label(self, name: str) -> str:
         """The configuration's name in reports: the stock one says which Airflow and which cache."""

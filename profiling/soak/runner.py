@@ -39,6 +39,7 @@ class AirflowInstall:
     bin: Path  # its bin folder: ``python`` and ``airflow`` in it
     version: str
     cache_size: int  # its scheduler's SCHEDULER_DAG_CACHE_SIZE; 0 before 3.3 (none: an unbounded dict)
+    entry_cap: bool = True  # its scheduler's bag can be capped in entries (profiling.bootstrap.entry_cap)
 
     @property
     def python(self) -> str:
@@ -56,17 +57,17 @@ def find_airflow(choice: str | None = None) -> AirflowInstall:
         if not python.exists():
             raise ValueError(f"--airflow {choice}: no {python}" + ("" if looks_like_path else f" (make venv-{minor} builds it)"))
         bin_dir = python.parent  # not resolved: a venv's python is a symlink to the base interpreter
-    probe = ("import airflow, airflow.jobs.scheduler_job_runner as r; "
-             "print(airflow.__version__, getattr(r, 'SCHEDULER_DAG_CACHE_SIZE', 0))")
+    probe = ("import airflow, airflow.jobs.scheduler_job_runner as r; from profiling.bootstrap import entry_cap; "
+             "print(airflow.__version__, getattr(r, 'SCHEDULER_DAG_CACHE_SIZE', 0), int(entry_cap(r) is not None))")
     with tempfile.TemporaryDirectory(prefix="bytecache-soak-probe-") as home:  # Airflow may write a default airflow.cfg
         r = subprocess.run([str(bin_dir / "python"), "-c", probe], capture_output=True, text=True, timeout=300,
                            env=airflow_env(Path(home)), cwd=str(ROOT))
     if r.returncode:
         raise ValueError(f"--airflow {choice or sys.executable}: cannot import Airflow from {bin_dir / 'python'}:\n{r.stderr[-2000:]}")
-    version, cap = r.stdout.split()[-2:]
+    version, cap, capped = r.stdout.split()[-3:]
     if choice and not looks_like_path and not (version + ".").startswith(choice + "."):
         raise ValueError(f"--airflow {choice}: {bin_dir / 'python'} has Airflow {version}")
-    return AirflowInstall(bin_dir, version, int(cap))
+    return AirflowInstall(bin_dir, version, int(cap), capped == "1")
 
 
 class Interrupted(BaseException):  # like KeyboardInterrupt: no "except Exception" may swallow it

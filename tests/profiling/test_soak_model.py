@@ -82,13 +82,17 @@ def test_the_airflow_version_is_part_of_the_spec(tmp_path):
     assert "\nAirflow 3.3.2.\n" in (tmp_path / "summary.md").read_text()
 
 
-def test_before_33_there_is_no_entry_cap_to_set():
+def test_before_33_there_is_no_unbounded_run_and_a_reference_only_where_the_bag_takes_a_cap():
     pre33 = dict(workload=WorkloadSpec(n_dags=8), durations={}, airflow="3.2.2", airflow_cache_size=0)
     spec = SoakSpec(configs=("stock", "bytecache"), **pre33)
     assert spec.label("stock") == "(b) stock Airflow 3.2.2 (unbounded DAG dict)"
-    for config in ("unbounded", "reference"):
-        with pytest.raises(ValueError, match=f"--configs: {config} set Airflow 3.3's SCHEDULER_DAG_CACHE_SIZE; Airflow 3.2.2 has none"):
-            SoakSpec(configs=(config, "bytecache"), **pre33)
+    with pytest.raises(ValueError, match="--configs: unbounded sets Airflow 3.3's SCHEDULER_DAG_CACHE_SIZE; Airflow 3.2.2 has none"):
+        SoakSpec(configs=("unbounded", "bytecache"), **pre33)
+    # 3.2's DBDagBag takes cache_size: its reference run is a 1-entry LRU
+    assert SoakSpec(configs=("reference", "bytecache"), airflow_entry_cap=True, **pre33).configs == ("reference", "bytecache")
+    on31 = dict(pre33, airflow="3.1.8")
+    with pytest.raises(ValueError, match="--configs: reference caps the scheduler's bag at 1 entry .*Airflow 3.1.8 has neither"):
+        SoakSpec(configs=("reference", "bytecache"), airflow_entry_cap=False, **on31)
     on33 = SoakSpec(workload=WorkloadSpec(n_dags=8), configs=("stock",), durations={}, airflow="3.3.2", airflow_cache_size=512)
     assert on33.label("stock") == "(b) stock Airflow 3.3.2 (512-entry LRU)"
 
