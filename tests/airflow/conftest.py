@@ -7,6 +7,7 @@ subprocesses) work on a copy of the session's SQLite file.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -86,3 +87,14 @@ def db_copy(airflow_db, tmp_path):
     env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{dst}"
     env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(tmp_path / "logs")
     return {"db": dst, "env": env, "dir": tmp_path}
+
+
+@pytest.fixture
+def no_automatic_gc():
+    """Only the code under test may collect (the bag's reclaim, a reclaimer): an automatic
+    collection would reset the count of evicted-but-uncollected bytes mid-test."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    yield
+    if was_enabled:
+        gc.enable()

@@ -3,7 +3,6 @@ its caps; and a forked child (LocalExecutor) inherits no held lock."""
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import threading
@@ -23,16 +22,6 @@ def make_bag(clock, **kwargs) -> ByteBoundedDagBag:
     kwargs.setdefault("calibrator", Calibrator(warmup=1, every=1_000_000))
     kwargs.setdefault("policy", "lru")  # every lookup of the other DAG evicts: churn, no luck
     return ByteBoundedDagBag(load_op_links=False, timer=clock, **kwargs)
-
-
-@pytest.fixture
-def no_automatic_gc():
-    """Only the bag's reclaim may collect while a test churns."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    yield
-    if was_enabled:
-        gc.enable()
 
 
 def runs_and_weights(airflow_db, clock):

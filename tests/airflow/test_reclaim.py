@@ -162,22 +162,12 @@ def test_no_collection_while_the_heap_is_frozen():
     assert rc.maybe_collect() is not None and rc.uncollected == 0
 
 
-@pytest.fixture
-def collector_off():
-    """No automatic collection may reset the reclaimer's count mid-test."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    yield
-    if was_enabled:
-        gc.enable()
-
-
 def ticking_reclaimer(clock, *, pause: float, **kwargs) -> Reclaimer:
     """A reclaimer with the default triggers and caps whose collection takes ``pause`` s of ``clock``."""
     return Reclaimer(lambda: 1000, timer=clock, collect=lambda: clock.advance(pause), trim=None, **kwargs)
 
 
-def test_default_triggers_keep_live_plus_uncollected_within_a_quarter_of_the_budget(collector_off):
+def test_default_triggers_keep_live_plus_uncollected_within_a_quarter_of_the_budget(no_automatic_gc):
     """The bag's pattern: a full cache (live = budget), 1.5% of the budget evicted per second,
     one maintenance step per second. The defaults collect before the evicted bytes pass a quarter
     of the budget, within the caps (one per 10 s, 1% of the time)."""
@@ -195,7 +185,7 @@ def test_default_triggers_keep_live_plus_uncollected_within_a_quarter_of_the_bud
     assert rc.total_ms / 1000 <= 0.01 * 3600 and rc.collections <= 360
 
 
-def test_a_soft_collection_leaves_one_collection_of_the_time_share_in_reserve(collector_off):
+def test_a_soft_collection_leaves_one_collection_of_the_time_share_in_reserve(no_automatic_gc):
     clock = helpers.FakeClock()
     rc = ticking_reclaimer(clock, pause=1.0, soft_fraction=0.1, hard_fraction=0.2, min_interval=30.0,
                            max_time_share=0.01)
