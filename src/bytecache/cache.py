@@ -196,6 +196,15 @@ class ByteCache(MutableMapping):
                 raise KeyError(key)
             return entry.weight
 
+    def weighed_items(self) -> list[tuple[Hashable, Any, int]]:
+        """A consistent copy of the live ``(key, value, weight)`` triples, taken under the lock.
+
+        For monitoring and maintenance that walk the contents while lookups go on: unlike
+        iterating, it neither expires nor marks anything used, and counts no hit or miss."""
+        with self._lock:
+            now = self.timer() if self._ttl else 0
+            return [(k, e.value, e.weight) for k, e in self._data.items() if not self._is_expired(e, now)]
+
     def __iter__(self) -> Iterator[Hashable]:
         self.expire()
         with self._lock:

@@ -235,3 +235,17 @@ def test_popitem_removes_the_least_recently_used():
 def test_repr_shows_budget_and_policy():
     text = repr(ByteCache("1KiB"))
     assert "maxsize=1024" in text and "tinylfu" in text
+
+
+def test_weighed_items_copies_live_entries_without_expiring_counting_or_touching(clock):
+    events = []
+    cache = ByteCache(10, ttl=10, policy="lru", timer=clock, on_evict=lambda k, *_: events.append(k))
+    cache.set("old", 1, weight=2)
+    clock.advance(6)
+    cache.set("a", 2, weight=3)
+    cache.set("b", 3, weight=4)
+    clock.advance(5)  # "old" idle for 11 s: expired but still stored
+    assert cache.weighed_items() == [("a", 2, 3), ("b", 3, 4)]
+    assert events == [] and cache.stats().hits == 0 and cache.stats().misses == 0
+    cache.set("c", 4, weight=4)  # over by 1 after expiry: "a" is still the least recently used
+    assert events == ["old", "a"]

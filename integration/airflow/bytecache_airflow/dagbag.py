@@ -233,13 +233,11 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
 
     def snapshot(self) -> BagSnapshot:
         """What the bag holds and has done, as plain values (the one API profiling reads)."""
-        cache = self._cache
-        with cache._lock:  # one consistent view: cached_bytes == the sum of the entries' weights
-            entries = tuple(
-                CachedDag(str(key), getattr(e.value.dag, "dag_id", ""), e.weight, e.value.serialized_bytes)
-                for key, e in cache._data.items()
-            )
-            s = cache.stats()
+        entries = tuple(  # one consistent copy: cached_bytes below is the sum of these weights
+            CachedDag(str(key), getattr(entry.dag, "dag_id", ""), weight, entry.serialized_bytes)
+            for key, entry, weight in self._cache.weighed_items()
+        )
+        s = self._cache.stats()
         working_set = self.working_set.estimate(self._timer())
         return BagSnapshot(
             max_bytes=s.maxsize,
@@ -476,12 +474,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         refitted = self.calibrator.samples != self._weighed_with_samples
         self._weighed_with_samples = self.calibrator.samples
         changed = 0
-        with self._cache._lock:  # a copy of the keys (lookups go on meanwhile), no expiry as iter() would
-            keys = list(self._cache._data)
-        for key in keys:
-            entry = self._cache.peek(key)
-            if entry is None:
-                continue
+        for key, entry, _ in self._cache.weighed_items():  # a copy: lookups go on meanwhile
             grown = not entry.features.get(EXPANDED_FEATURE) and first_task_expanded(entry.dag)
             if grown:
                 entry.features = {**entry.features, EXPANDED_FEATURE: float(expanded_tasks(entry.dag))}
