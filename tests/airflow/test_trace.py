@@ -87,7 +87,10 @@ def test_the_profiling_writer_records_a_real_bag_s_lookups_weights_and_gauge(air
     from bytecache_airflow.dagbag import ByteBoundedDagBag
     from profiling.bootstrap import TraceWriter, instrument_bag
 
-    bag = ByteBoundedDagBag(False, max_bytes=None, background=False, stats_prefix="test.trace")
+    # the bag's clock is injected: the gauge at the loop mark must not depend on how long the
+    # machine took between the reads and the mark (under load, a real clock's gap left the read
+    # outside the working-set window and the gauge read 0)
+    bag = ByteBoundedDagBag(False, max_bytes=None, background=False, stats_prefix="test.trace", timer=helpers.FakeClock())
     counts = {"lookups": 0, "hits": 0, "misses": 0, "loops": 1}
     path = tmp_path / "trace.txt.gz"
     writer = TraceWriter(str(path), None, 3.8)

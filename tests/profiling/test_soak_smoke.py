@@ -2,11 +2,11 @@
 
 A real dag-processor and a real scheduler per configuration on 12 DAGs (500 and 1,000 tasks, about
 30 MiB deserialized) churned hard: (a) unbounded, (r) reference and (c) bytecache with a 16 MiB
-budget, 45 s for the growing cache and 90 s for the others, or until the scheduler finished six
-loops, memray off. It asserts what the
+budget, 90 s each, or until the scheduler finished six loops, memray off. It asserts what the
 soak claims, not just that it produced files: bytecache's verdict is ``flat`` and the unbounded
-cache's ``growing`` (an ``inconclusive`` verdict is accepted only with the statistics' own reason,
-and for bytecache only when the reason is that a short window is still settling); the bytes
+cache's ``growing`` (an ``inconclusive`` verdict is accepted only with the statistics' own reason:
+for bytecache that a short window is still settling within the bound, for the unbounded cache that it
+is rising significantly but the window is too short to judge); the bytes
 gauge within the README's bound of the deep walk of what the cache holds; cache hits in the
 metrics of a real scheduler run (in-process counts and statsd). Before Airflow 3.3 (the version
 matrix) the runs are (b) stock -- there the unbounded dict -- and (c): no 1-entry reference
@@ -43,10 +43,11 @@ def soak(tmp_path_factory):
     out = tmp_path_factory.mktemp("soak")
     cmd = [
         sys.executable, "-m", "profiling.soak", "run", "--configs", ",".join(CONFIGS),
-        # the unbounded (or stock) cache grows at once; the reference and bytecache get 90 s, so
-        # bytecache's judged window starts with its cache full (in a 45 s run on a quiet machine the
-        # window was 24 s and caught the cache still filling: a rise the verdict called growing)
-        "--config-minutes", ",".join(f"{c}={0.75 if c == GROWS else 1.5}" for c in CONFIGS),
+        # 90 s each: bytecache's judged window then starts with its cache full (in a 45 s run on a
+        # quiet machine the window was 24 s and caught the cache still filling: a rise the verdict
+        # called growing), and the unbounded cache has grown past the reference's garbage (in a
+        # 45 s run at load 20 it was still 3.8 MiB under the 90 s reference: inconclusive)
+        "--minutes", "1.5",
         "--dags", "12", "--size-mix", "500:1,1000:1",
         "--redeploy-fraction", "0.5", "--redeploy-interval", "3", "--budget", "16MiB", "--memray", "off", "--no-trace",
         # work, not seconds: on a loaded machine a loop takes many times longer, so each run lasts
@@ -73,7 +74,9 @@ def test_verdicts(soak):
     r, out, results = soak
     summary = summarize(results)
     ours, unbounded = summary.verdicts["bytecache"], summary.verdicts[GROWS]
-    assert unbounded.outcome == GROWING, unbounded.line()
+    assert unbounded.outcome in (GROWING, INCONCLUSIVE), unbounded.line()
+    if unbounded.outcome == INCONCLUSIVE:  # only the statistics' own reason: a significant rise, too short to judge
+        assert "still rising significantly" in unbounded.reason and unbounded.slope.lo > 0, unbounded.line()
     assert ours.outcome in (FLAT, INCONCLUSIVE), ours.line()
     if ours.outcome == INCONCLUSIVE:  # a short window may still be settling; never over the bound
         assert "still rising" in ours.reason and ours.excess.hi <= ours.bound, ours.line()
