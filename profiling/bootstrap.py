@@ -30,6 +30,11 @@ Everything here is opt-in through environment variables, and nothing changes Air
     ``BYTECACHE_PROFILE_DEEP=1``, the deep walk of the cached DAGs
     (``profiling.cache_contents``), taken at the same instant as the snapshot. Before writing
     it runs ``gc.collect()``, so evicted-but-uncollected DAGs are gone.
+``BYTECACHE_PROFILE_RELEASE=1``
+    with the report, and after everything above was read, drops the byte-bounded bag's whole
+    cache and records what the process got back (``profiling.cache_contents.cache_release``):
+    allocator bytes in use, RSS and PSS, before and after. The scheduler is exiting; if it
+    loops again before it does, it reloads what it needs.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import time
 from typing import Callable
 
 from bytecache_airflow.trace import access_line, loop_line
-from profiling.cache_contents import cached_dags, deep_walk, pympler_size
+from profiling.cache_contents import cache_release, cached_dags, deep_walk, pympler_size
 
 _state: dict = {
     "bag": None,
@@ -275,6 +280,10 @@ def write_report(reason: str) -> None:
                 t1 = time.perf_counter()
                 report["deep"]["pympler_bytes"] = pympler_size(dags)
                 report["deep"]["pympler_ms"] = (time.perf_counter() - t1) * 1000.0
+                del dags  # a reference here would keep every DAG through the drop below
+            if os.environ.get("BYTECACHE_PROFILE_RELEASE") == "1":
+                # last: it empties the cache the figures above describe
+                report["release"] = cache_release(bag)
     if _trace is not None:
         report["trace"] = {"path": _trace.path, "records": _trace.records}
     if path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 
 
 def cached_dags(bag) -> list:
@@ -31,6 +32,36 @@ def deep_walk(dags: list) -> dict:
     together = walk_sizeof(live) - walk_sizeof((object,) * len(live))
     each = [walk_sizeof(d) if d is not None else None for d in dags]
     return {"walk_bytes": together, "walk_each": each, "entries": len(live), "ms": (time.perf_counter() - t0) * 1000.0}
+
+
+def cache_release(bag, *, lock_timeout: float = 30.0) -> dict:
+    """Drop everything a byte-bounded bag caches and measure what the process gets back
+    (:func:`profiling.heap.release`: allocator bytes in use after a collection, RSS and PSS after
+    ``malloc_trim(0)``). Destructive: for a process that is about to exit, after the gauge and
+    the deep walk were read.
+
+    The bag's maintenance lock is held meanwhile, so its thread does not collect, trim or
+    calibrate between the readings. ``survivors``: indices (in ``snapshot().entries`` order, as
+    ``deep_walk``'s ``walk_each``) of the cached DAGs something else still held after the drop
+    -- a scheduler frame or a DagRun in the middle of its loop -- whose memory could not come
+    back."""
+    from bytecache_airflow.reclaim import malloc_trim
+
+    from profiling.heap import release
+
+    refs = [weakref.ref(d) if d is not None else None for d in cached_dags(bag)]
+    entries = len(bag.cache)
+    maintaining = bag._maintaining  # private: the profiler pauses the bag's own housekeeping
+    paused = maintaining.acquire(timeout=lock_timeout)
+    try:
+        result = release(bag.cache.clear, trim=malloc_trim)
+    finally:
+        if paused:
+            maintaining.release()
+    result["entries_dropped"] = entries
+    result["maintenance_paused"] = paused
+    result["survivors"] = [i for i, ref in enumerate(refs) if ref is not None and ref() is not None]
+    return result
 
 
 def pympler_size(dags: list) -> int | None:

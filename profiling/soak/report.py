@@ -13,7 +13,7 @@ from pathlib import Path
 from statistics import mean, median
 
 from profiling.soak import analysis
-from profiling.soak.analysis import ACCOUNTING_BOUND, CRITERION, CRITERION_WITHOUT_REFERENCE, Summary, accounting_error, quantile
+from profiling.soak.analysis import ACCOUNTING_BOUND, CRITERION, REAL_MEMORY_BOUND, CRITERION_WITHOUT_REFERENCE, Summary, accounting_error, quantile
 from profiling.soak.model import RunRecord, SoakResults
 from profiling.units import MiB, mib
 
@@ -43,6 +43,7 @@ def cache_figures(run: RunRecord) -> dict:
         "pympler": deep.get("pympler_bytes"),
         "err_walk": accounting_error(gauge, deep.get("walk_bytes")),
         "err_pympler": accounting_error(gauge, deep.get("pympler_bytes")),
+        **release_figures(rep.get("release"), gauge, deep.get("walk_each") or []),
         "memray_under_load_path": run.memray.get("retained_under_load_path"),
         "hits": hits,
         "misses": misses,
@@ -52,6 +53,23 @@ def cache_figures(run: RunRecord) -> dict:
         "statsd_hits": run.statsd.get("cache_hit"),
         "reclaim": reclaim,
         "ratio": (snap.get("weighing") or {}).get("ratio"),
+    }
+
+
+def release_figures(release: dict | None, gauge: int | None, walk_each: list) -> dict:
+    """What dropping the cache at exit gave back (``profiling.cache_contents.cache_release``):
+    allocator bytes in use, PSS and RSS, each against the gauge, and the cached DAGs that
+    something else still held (their deep walk: memory the drop could not return)."""
+    release = release or {}
+    survivors = release.get("survivors") or []
+    return {
+        "heap_released": release.get("heap_released"),
+        "pss_released": release.get("pss_released"),
+        "rss_released": release.get("rss_released"),
+        "err_heap": accounting_error(gauge, release.get("heap_released")),
+        "err_pss": accounting_error(gauge, release.get("pss_released")),
+        "survivors": len(survivors) if release else None,
+        "survivor_walk": sum(walk_each[i] or 0 for i in survivors if i < len(walk_each)) if release else None,
     }
 
 
@@ -120,6 +138,13 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     row("exact: deep walk of the cached DAGs at exit, MiB", lambda r, st: mib(figs[r.name]["walk"]))
     row("accounting error: gauge vs deep walk", lambda r, st: _pct(figs[r.name]["err_walk"]))
     row("pympler asizeof of the cached DAGs, MiB (gauge vs it)", lambda r, st: f"{mib(figs[r.name]['pympler'])} ({_pct(figs[r.name]['err_pympler'])})" if figs[r.name]["pympler"] else "n/a")
+    row("real memory: allocator bytes in use freed by dropping the cache at exit, MiB (gauge vs it)",
+        lambda r, st: f"{mib(figs[r.name]['heap_released'])} ({_pct(figs[r.name]['err_heap'])})" if figs[r.name]["heap_released"] else "n/a")
+    row("given back to the OS by the drop + malloc_trim: PSS / RSS, MiB (gauge vs PSS)",
+        lambda r, st: f"{mib(figs[r.name]['pss_released'])} / {mib(figs[r.name]['rss_released'])} ({_pct(figs[r.name]['err_pss'])})"
+        if figs[r.name]["pss_released"] is not None else "n/a")
+    row("cached DAGs still held elsewhere after the drop (their deep walk, MiB)",
+        lambda r, st: f"{figs[r.name]['survivors']} ({mib(figs[r.name]['survivor_walk'])})" if figs[r.name]["survivors"] is not None else "n/a")
     row("memray default mode: retained under the load path at exit, MiB (arena-granular)", lambda r, st: mib(figs[r.name]["memray_under_load_path"]))
     row("calibrated bytes per JSON byte", lambda r, st: _f(figs[r.name]["ratio"], "{:.2f}"))
     loops = {r.name: analysis.loop_stats(r.loop_ms) for r in runs}
@@ -177,6 +202,12 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
         f"exit (every object reachable from them, each counted once; types, modules, functions and code excluded); "
         f"the bound is ±{100 * ACCOUNTING_BOUND:.0f}%. memray's default mode attributes whole pymalloc arenas to the "
         f"stack that first touched them: its figure is shown for orientation, not as a measure of the cache.",
+        "",
+        f"Real memory: after the gauge and the deep walk were read, the scheduler drops its whole cache, collects, "
+        f"and reads its allocators (pymalloc's allocated blocks + glibc malloc's bytes in use) before and after: the "
+        f"difference is the cache's heap footprint, judged against the gauge at ±{100 * REAL_MEMORY_BOUND:.0f}%. "
+        f"Then malloc_trim(0): the PSS / RSS difference is what the OS got back; the gap to the heap figure is "
+        f"fragmentation (free blocks in pages that still hold live objects).",
         "",
         f"Files: `rss.csv`, `redeploys.csv`, `rss.png`, `results.json` (everything above is computed from it: "
         f"`python -m profiling.soak report DIR`); per run `scheduler.log`, `dag-processor.log`, `scheduler-report.json`"
