@@ -31,14 +31,14 @@ Everything here is opt-in through environment variables, and nothing changes Air
     (``profiling.cache_contents``), taken at the same instant as the snapshot. Before writing
     it runs ``gc.collect()``, so evicted-but-uncollected DAGs are gone.
 ``BYTECACHE_PROFILE_RELEASE=1``
-    with the report, and after everything above was read, drops the byte-bounded bag's whole
-    cache and records what the process got back (``profiling.cache_contents.cache_release``):
-    allocator bytes in use, RSS and PSS, before and after. The scheduler is exiting; if it
-    loops again before it does, it reloads what it needs.
+    at interpreter exit, after the report was written, drops the byte-bounded bag's whole cache
+    and adds to the report what the process got back (:func:`release_at_exit`): allocator
+    bytes in use, RSS and PSS, before and after, beside the gauge at that instant.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import gzip
@@ -240,7 +240,6 @@ def instrument_bag(bag, counts: dict, trace: TraceWriter | None = None) -> None:
 
 
 def write_report(reason: str) -> None:
-    path = os.environ.get("BYTECACHE_PROFILE_REPORT")
     if _state["reported"]:
         return
     _state["reported"] = True
@@ -280,17 +279,37 @@ def write_report(reason: str) -> None:
                 t1 = time.perf_counter()
                 report["deep"]["pympler_bytes"] = pympler_size(dags)
                 report["deep"]["pympler_ms"] = (time.perf_counter() - t1) * 1000.0
-                del dags  # a reference here would keep every DAG through the drop below
-            if os.environ.get("BYTECACHE_PROFILE_RELEASE") == "1":
-                # last: it empties the cache the figures above describe
-                report["release"] = cache_release(bag)
     if _trace is not None:
         report["trace"] = {"path": _trace.path, "records": _trace.records}
+    _state["report"] = report
+    _save_report(report)
+
+
+def _save_report(report: dict) -> None:
+    path = os.environ.get("BYTECACHE_PROFILE_REPORT")
     if path:
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(report, f, indent=2, default=str)
         os.replace(tmp, path)
+
+
+def release_at_exit() -> None:
+    """At interpreter exit (an ``atexit`` hook), after the report: drop the byte-bounded bag's
+    cache and add what the process got back to the report (``cache_contents.cache_release``).
+
+    Not in the signal handler, where the report is written: there the scheduler is in the
+    middle of a loop, and its frames and the DagRuns of its session still hold the DAGs it is
+    working on, so dropping the cache would not free them. By now the SystemExit Airflow raised
+    has unwound every frame; the bag and the interpreter are still whole."""
+    report, bag = _state.get("report"), _state["bag"]
+    if os.getpid() != _state.get("runner_pid") or report is None or getattr(bag, "snapshot", None) is None:
+        return  # a forked worker, no report yet, or Airflow's own bag
+    try:
+        report["release"] = cache_release(bag)
+    except Exception as exc:
+        report["release_error"] = repr(exc)
+    _save_report(report)
 
 
 def _scheduler_cache_size():
@@ -400,6 +419,8 @@ def install() -> None:
         return orig_exit(self, signum, frame)
 
     _state["runner_pid"] = os.getpid()
+    if os.environ.get("BYTECACHE_PROFILE_RELEASE") == "1":
+        atexit.register(release_at_exit)
     runner_cls._run_scheduler_loop = _run_scheduler_loop
     runner_cls._do_scheduling = _do_scheduling
     runner_cls._exit_gracefully = _exit_gracefully

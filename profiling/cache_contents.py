@@ -37,20 +37,19 @@ def deep_walk(dags: list) -> dict:
 def cache_release(bag, *, lock_timeout: float = 30.0) -> dict:
     """Drop everything a byte-bounded bag caches and measure what the process gets back
     (:func:`profiling.heap.release`: allocator bytes in use after a collection, RSS and PSS after
-    ``malloc_trim(0)``). Destructive: for a process that is about to exit, after the gauge and
-    the deep walk were read.
+    ``malloc_trim(0)``), beside the gauge at that instant. Destructive: for a process that is
+    about to exit, after the figures that describe the cache were read.
 
     The bag's maintenance lock is held meanwhile, so its thread does not collect, trim or
-    calibrate between the readings. ``survivors``: indices (in ``snapshot().entries`` order, as
-    ``deep_walk``'s ``walk_each``) of the cached DAGs something else still held after the drop
-    -- a scheduler frame or a DagRun in the middle of its loop -- whose memory could not come
-    back."""
+    calibrate between the readings. ``survivors``: the cached DAGs something else still held
+    after the drop (version id and deep walk), whose memory could not come back."""
+    from bytecache.measure import walk_sizeof
     from bytecache_airflow.reclaim import malloc_trim
 
     from profiling.heap import release
 
-    refs = [weakref.ref(d) if d is not None else None for d in cached_dags(bag)]
-    entries = len(bag.cache)
+    snap = bag.snapshot()
+    refs = {e.dag_version_id: weakref.ref(d) for e, d in zip(snap.entries, cached_dags(bag)) if d is not None}
     maintaining = bag._maintaining  # private: the profiler pauses the bag's own housekeeping
     paused = maintaining.acquire(timeout=lock_timeout)
     try:
@@ -58,9 +57,9 @@ def cache_release(bag, *, lock_timeout: float = 30.0) -> dict:
     finally:
         if paused:
             maintaining.release()
-    result["entries_dropped"] = entries
-    result["maintenance_paused"] = paused
-    result["survivors"] = [i for i, ref in enumerate(refs) if ref is not None and ref() is not None]
+    result.update(gauge=snap.cached_bytes, entries_dropped=len(snap.entries), maintenance_paused=paused)
+    result["survivors"] = [{"dag_version_id": key, "walk_bytes": walk_sizeof(ref())}
+                           for key, ref in refs.items() if ref() is not None]
     return result
 
 

@@ -43,7 +43,7 @@ def cache_figures(run: RunRecord) -> dict:
         "pympler": deep.get("pympler_bytes"),
         "err_walk": accounting_error(gauge, deep.get("walk_bytes")),
         "err_pympler": accounting_error(gauge, deep.get("pympler_bytes")),
-        **release_figures(rep.get("release"), gauge, deep.get("walk_each") or []),
+        **release_figures(rep.get("release")),
         "memray_under_load_path": run.memray.get("retained_under_load_path"),
         "hits": hits,
         "misses": misses,
@@ -56,20 +56,23 @@ def cache_figures(run: RunRecord) -> dict:
     }
 
 
-def release_figures(release: dict | None, gauge: int | None, walk_each: list) -> dict:
+def release_figures(release: dict | None) -> dict:
     """What dropping the cache at exit gave back (``profiling.cache_contents.cache_release``):
-    allocator bytes in use, PSS and RSS, each against the gauge, and the cached DAGs that
-    something else still held (their deep walk: memory the drop could not return)."""
-    release = release or {}
-    survivors = release.get("survivors") or []
+    allocator bytes in use, PSS and RSS, each against the gauge at the drop, and the cached DAGs
+    that something else still held (their deep walk: memory the drop could not return)."""
+    if not release:
+        return {key: None for key in ("drop_gauge", "heap_released", "pss_released", "rss_released", "err_heap", "err_pss",
+                                      "survivors", "survivor_walk")}
+    gauge, survivors = release.get("gauge"), release.get("survivors") or []
     return {
+        "drop_gauge": gauge,
         "heap_released": release.get("heap_released"),
         "pss_released": release.get("pss_released"),
         "rss_released": release.get("rss_released"),
         "err_heap": accounting_error(gauge, release.get("heap_released")),
         "err_pss": accounting_error(gauge, release.get("pss_released")),
-        "survivors": len(survivors) if release else None,
-        "survivor_walk": sum(walk_each[i] or 0 for i in survivors if i < len(walk_each)) if release else None,
+        "survivors": len(survivors),
+        "survivor_walk": sum(s["walk_bytes"] for s in survivors),
     }
 
 
@@ -138,8 +141,9 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     row("exact: deep walk of the cached DAGs at exit, MiB", lambda r, st: mib(figs[r.name]["walk"]))
     row("accounting error: gauge vs deep walk", lambda r, st: _pct(figs[r.name]["err_walk"]))
     row("pympler asizeof of the cached DAGs, MiB (gauge vs it)", lambda r, st: f"{mib(figs[r.name]['pympler'])} ({_pct(figs[r.name]['err_pympler'])})" if figs[r.name]["pympler"] else "n/a")
-    row("real memory: allocator bytes in use freed by dropping the cache at exit, MiB (gauge vs it)",
-        lambda r, st: f"{mib(figs[r.name]['heap_released'])} ({_pct(figs[r.name]['err_heap'])})" if figs[r.name]["heap_released"] else "n/a")
+    row("real memory: bytes gauge when the cache is dropped at exit / allocator bytes in use that freed, MiB (gauge vs it)",
+        lambda r, st: f"{mib(figs[r.name]['drop_gauge'])} / {mib(figs[r.name]['heap_released'])} ({_pct(figs[r.name]['err_heap'])})"
+        if figs[r.name]["heap_released"] else "n/a")
     row("given back to the OS by the drop + malloc_trim: PSS / RSS, MiB (gauge vs PSS)",
         lambda r, st: f"{mib(figs[r.name]['pss_released'])} / {mib(figs[r.name]['rss_released'])} ({_pct(figs[r.name]['err_pss'])})"
         if figs[r.name]["pss_released"] is not None else "n/a")

@@ -1,0 +1,98 @@
+"""The allocator and kernel readings the soak's real-memory figure is made of, on real allocations:
+megabytes of objects made and dropped in this process, each reading checked against what was
+allocated (the walker's count of the objects)."""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+import pytest
+
+from bytecache.measure import walk_sizeof
+from bytecache_airflow.reclaim import malloc_trim
+
+from profiling import heap
+from profiling.soak.report import release_figures
+from profiling.units import MiB
+
+linux_glibc = pytest.mark.skipif(heap.malloc_in_use() is None or not heap.smaps_rollup(),
+                                 reason="needs glibc's mallinfo2 and /proc/self/smaps_rollup")
+
+
+def small_objects(mib: int) -> list:
+    """About ``mib`` MiB of pymalloc-sized objects (lists of floats: every block under 512 bytes)."""
+    return [[float(i), float(-i)] for i in range(mib * MiB // 152)]
+
+
+def large_objects(mib: int) -> list:
+    """About ``mib`` MiB in blocks over pymalloc's 512-byte limit: malloc's, half of them mmapped."""
+    return [bytearray(64 * 1024 if i % 2 else 300 * 1024) for i in range(mib * MiB // (182 * 1024))]
+
+
+def test_parse_the_allocated_blocks_line_of_a_real_dump():
+    dump = "# arenas allocated total           =                  123\n# bytes in allocated blocks        =           12,345,678\n"
+    assert heap.parse_pymalloc_allocated(dump) == 12_345_678
+    assert heap.parse_pymalloc_allocated("Small block threshold = 512, in 32 size classes.\n") is None
+    assert heap.pymalloc_allocated_bytes() > 0  # this interpreter's own dump parses
+
+
+def test_parse_smaps_rollup_in_bytes():
+    text = ("55d0c0000000-7ffd00000000 ---p 00000000 00:00 0    [rollup]\n"
+            "Rss:              148328 kB\nPss:              101205 kB\nPss_Anon:          90000 kB\n")
+    assert heap.parse_smaps_rollup(text) == {"Rss": 148328 * 1024, "Pss": 101205 * 1024, "Pss_Anon": 90000 * 1024}
+
+
+def test_pymalloc_reading_sees_small_objects_come_and_go():
+    gc.collect()
+    before = heap.pymalloc_allocated_bytes()
+    objects = small_objects(40)
+    made = walk_sizeof(objects) - -(-sys.getsizeof(objects) // 16) * 16  # the outer list is malloc's
+    during = heap.pymalloc_allocated_bytes()
+    del objects
+    after = heap.pymalloc_allocated_bytes()
+    assert during - before == pytest.approx(made, rel=0.02)
+    assert abs(after - before) < 0.02 * made
+
+
+@linux_glibc
+def test_malloc_reading_sees_large_objects_come_and_go():
+    before = heap.malloc_in_use()
+    objects = large_objects(40)
+    made = walk_sizeof(objects)
+    during = heap.malloc_in_use()
+    del objects
+    after = heap.malloc_in_use()
+    assert during - before == pytest.approx(made, rel=0.02)
+    assert abs(after - before) < 0.02 * made
+
+
+@linux_glibc
+def test_release_measures_what_the_drop_gave_back():
+    box = {"small": small_objects(30), "large": large_objects(30)}
+    box["cycle"] = box  # cyclic: only the collection after the drop frees it
+    made = walk_sizeof(box)
+    result = heap.release(box.clear, trim=malloc_trim)
+    assert result["heap_released"] == pytest.approx(made, rel=0.03)
+    # freshly allocated, nothing live among them: the pages go back to the OS as well
+    assert 0.8 * made < result["rss_released"] < 1.1 * made
+    assert 0.8 * made < result["pss_released"] < 1.1 * made
+    assert result["before"]["in_use"] - result["after_collect"]["in_use"] == result["heap_released"]
+
+
+@linux_glibc
+def test_release_of_nothing_gives_back_nothing():
+    kept = small_objects(20)
+    result = heap.release(lambda: None, trim=malloc_trim)
+    assert abs(result["heap_released"]) < 1 * MiB
+    assert len(kept) > 0
+
+
+def test_release_figures_against_the_gauge_at_the_drop_and_what_survived_it():
+    release = {"gauge": 100 * MiB, "heap_released": 90 * MiB, "pss_released": 80 * MiB, "rss_released": 85 * MiB,
+               "survivors": [{"dag_version_id": "a", "walk_bytes": 7 * MiB}]}
+    figs = release_figures(release)
+    assert figs["err_heap"] == pytest.approx(100 / 90 - 1) and figs["err_pss"] == pytest.approx(100 / 80 - 1)
+    assert figs["survivors"] == 1 and figs["survivor_walk"] == 7 * MiB and figs["drop_gauge"] == 100 * MiB
+    none = release_figures(None)
+    assert none["heap_released"] is None and none["err_heap"] is None and none["survivors"] is None
