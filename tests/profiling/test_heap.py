@@ -68,6 +68,16 @@ def test_malloc_reading_sees_large_objects_come_and_go():
 
 
 @linux_glibc
+def test_malloc_reading_counts_chunks_it_mmapped_on_their_own():
+    before = heap.malloc_in_use()
+    huge = bytearray(48 * MiB)  # over glibc's largest mmap threshold (32 MiB): never in an arena
+    during = heap.malloc_in_use()
+    del huge
+    assert during - before == pytest.approx(48 * MiB, rel=0.01)
+    assert abs(heap.malloc_in_use() - before) < 1 * MiB
+
+
+@linux_glibc
 def test_release_measures_what_the_drop_gave_back():
     box = {"small": small_objects(30), "large": large_objects(30)}
     box["cycle"] = box  # cyclic: only the collection after the drop frees it
