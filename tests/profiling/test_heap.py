@@ -43,26 +43,18 @@ def test_parse_smaps_rollup_in_bytes():
     assert heap.parse_smaps_rollup(text) == {"Rss": 148328 * 1024, "Pss": 101205 * 1024, "Pss_Anon": 90000 * 1024}
 
 
-def test_pymalloc_reading_sees_small_objects_come_and_go():
+@pytest.mark.parametrize("reading, make", [
+    (heap.pymalloc_allocated_bytes, small_objects),
+    pytest.param(heap.malloc_in_use, large_objects, marks=linux_glibc),
+], ids=["pymalloc-small-objects", "malloc-large-objects"])
+def test_a_reading_sees_its_allocators_objects_come_and_go(reading, make):
     gc.collect()
-    before = heap.pymalloc_allocated_bytes()
-    objects = small_objects(40)
-    made = walk_sizeof(objects) - -(-sys.getsizeof(objects) // 16) * 16  # the outer list is malloc's
-    during = heap.pymalloc_allocated_bytes()
+    before = reading()
+    objects = make(40)
+    made = walk_sizeof(objects) - -(-sys.getsizeof(objects) // 16) * 16  # less the list holding them
+    during = reading()
     del objects
-    after = heap.pymalloc_allocated_bytes()
-    assert during - before == pytest.approx(made, rel=0.02)
-    assert abs(after - before) < 0.02 * made
-
-
-@linux_glibc
-def test_malloc_reading_sees_large_objects_come_and_go():
-    before = heap.malloc_in_use()
-    objects = large_objects(40)
-    made = walk_sizeof(objects)
-    during = heap.malloc_in_use()
-    del objects
-    after = heap.malloc_in_use()
+    after = reading()
     assert during - before == pytest.approx(made, rel=0.02)
     assert abs(after - before) < 0.02 * made
 
