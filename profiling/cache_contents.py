@@ -41,7 +41,9 @@ def cache_release(bag, *, lock_timeout: float = 30.0) -> dict:
     about to exit, after the figures that describe the cache were read.
 
     The bag's maintenance lock is held meanwhile, so its thread does not collect, trim or
-    calibrate between the readings. ``survivors``: the cached DAGs something else still held
+    calibrate between the readings. ``walk_bytes``: the deep walk of the DAGs dropped, read
+    just before (the allocators' figure should match it but for their rounding and the cache's
+    own entries). ``survivors``: the cached DAGs something else still held
     after the drop (version id and deep walk), whose memory could not come back."""
     from bytecache.measure import walk_sizeof
     from bytecache_airflow.reclaim import malloc_trim
@@ -49,7 +51,10 @@ def cache_release(bag, *, lock_timeout: float = 30.0) -> dict:
     from profiling.heap import release
 
     snap = bag.snapshot()
-    refs = {e.dag_version_id: weakref.ref(d) for e, d in zip(snap.entries, cached_dags(bag)) if d is not None}
+    dags = cached_dags(bag)
+    walk = deep_walk(dags)["walk_bytes"]  # what is dropped, as the object walk counts it
+    refs = {e.dag_version_id: weakref.ref(d) for e, d in zip(snap.entries, dags) if d is not None}
+    del dags  # the drop must leave the weak references the only ones here
     maintaining = bag._maintaining  # private: the profiler pauses the bag's own housekeeping
     paused = maintaining.acquire(timeout=lock_timeout)
     try:
@@ -57,7 +62,7 @@ def cache_release(bag, *, lock_timeout: float = 30.0) -> dict:
     finally:
         if paused:
             maintaining.release()
-    result.update(gauge=snap.cached_bytes, entries_dropped=len(snap.entries), maintenance_paused=paused)
+    result.update(gauge=snap.cached_bytes, walk_bytes=walk, entries_dropped=len(snap.entries), maintenance_paused=paused)
     result["survivors"] = [{"dag_version_id": key, "walk_bytes": walk_sizeof(ref())}
                            for key, ref in refs.items() if ref() is not None]
     return result

@@ -61,11 +61,12 @@ def release_figures(release: dict | None) -> dict:
     allocator bytes in use, PSS and RSS, each against the gauge at the drop, and the cached DAGs
     that something else still held (their deep walk: memory the drop could not return)."""
     if not release:
-        return {key: None for key in ("drop_gauge", "heap_released", "pss_released", "rss_released", "err_heap", "err_pss",
+        return {key: None for key in ("drop_gauge", "drop_walk", "heap_released", "pss_released", "rss_released", "err_heap", "err_pss",
                                       "survivors", "survivor_walk")}
     gauge, survivors = release.get("gauge"), release.get("survivors") or []
     return {
         "drop_gauge": gauge,
+        "drop_walk": release.get("walk_bytes"),
         "heap_released": release.get("heap_released"),
         "pss_released": release.get("pss_released"),
         "rss_released": release.get("rss_released"),
@@ -141,9 +142,9 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     row("exact: deep walk of the cached DAGs at exit, MiB", lambda r, st: mib(figs[r.name]["walk"]))
     row("accounting error: gauge vs deep walk", lambda r, st: _pct(figs[r.name]["err_walk"]))
     row("pympler asizeof of the cached DAGs, MiB (gauge vs it)", lambda r, st: f"{mib(figs[r.name]['pympler'])} ({_pct(figs[r.name]['err_pympler'])})" if figs[r.name]["pympler"] else "n/a")
-    row("real memory: bytes gauge when the cache is dropped at exit / allocator bytes in use that freed, MiB (gauge vs it)",
-        lambda r, st: f"{mib(figs[r.name]['drop_gauge'])} / {mib(figs[r.name]['heap_released'])} ({_pct(figs[r.name]['err_heap'])})"
-        if figs[r.name]["heap_released"] else "n/a")
+    row("real memory, the cache dropped at exit: gauge / deep walk / allocator bytes in use freed, MiB (gauge vs freed)",
+        lambda r, st: f"{mib(figs[r.name]['drop_gauge'])} / {mib(figs[r.name]['drop_walk'])} / {mib(figs[r.name]['heap_released'])} "
+                      f"({_pct(figs[r.name]['err_heap'])})" if figs[r.name]["heap_released"] else "n/a")
     row("given back to the OS by the drop + malloc_trim: PSS / RSS, MiB (gauge vs PSS)",
         lambda r, st: f"{mib(figs[r.name]['pss_released'])} / {mib(figs[r.name]['rss_released'])} ({_pct(figs[r.name]['err_pss'])})"
         if figs[r.name]["pss_released"] is not None else "n/a")
