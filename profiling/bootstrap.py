@@ -45,6 +45,7 @@ import gzip
 import inspect
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -77,10 +78,14 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+_redeliveries: list[threading.Timer] = []
+
+
 def _redeliver(signum: int, delay: float) -> None:
     t = threading.Timer(delay, os.kill, (os.getpid(), signum))
     t.daemon = True
     t.start()
+    _redeliveries.append(t)
 
 
 def _in_gc_callback(frame) -> bool:
@@ -305,10 +310,21 @@ def release_at_exit() -> None:
     report, bag = _state.get("report"), _state["bag"]
     if os.getpid() != _state.get("runner_pid") or report is None or getattr(bag, "snapshot", None) is None:
         return  # a forked worker, no report yet, or Airflow's own bag
+    # The SIGTERMs re-delivered by the signal handler, or the soak's next one, would raise
+    # SystemExit inside this hook (Python prints "Exception ignored in atexit callback" and goes
+    # on exiting without the figure): the process is on its way out, so let nothing stop it.
+    for timer in _redeliveries:
+        timer.cancel()
+    stopping = (signal.SIGTERM, signal.SIGINT)
+    for signum in stopping:
+        signal.signal(signum, signal.SIG_IGN)
     try:
         report["release"] = cache_release(bag)
     except Exception as exc:
         report["release_error"] = repr(exc)
+    finally:
+        for signum in stopping:
+            signal.signal(signum, signal.SIG_DFL)
     _save_report(report)
 
 
