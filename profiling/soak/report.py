@@ -61,13 +61,20 @@ def release_figures(release: dict | None) -> dict:
     allocator bytes in use, PSS and RSS, each against the gauge at the drop, and the cached DAGs
     that something else still held (their deep walk: memory the drop could not return)."""
     if not release:
-        return {key: None for key in ("drop_gauge", "drop_walk", "heap_released", "pss_released", "rss_released", "err_heap", "err_pss",
+        return {key: None for key in ("drop_gauge", "drop_walk", "heap_released", "pymalloc_released", "malloc_released", "pss_released", "rss_released", "err_heap", "err_pss",
                                       "survivors", "survivor_walk")}
     gauge, survivors = release.get("gauge"), release.get("survivors") or []
+    before, collected = release.get("before") or {}, release.get("after_collect") or {}
+
+    def freed(allocator: str) -> int | None:
+        return None if before.get(allocator) is None or collected.get(allocator) is None else before[allocator] - collected[allocator]
+
     return {
         "drop_gauge": gauge,
         "drop_walk": release.get("walk_bytes"),
         "heap_released": release.get("heap_released"),
+        "pymalloc_released": freed("pymalloc"),
+        "malloc_released": freed("malloc"),
         "pss_released": release.get("pss_released"),
         "rss_released": release.get("rss_released"),
         "err_heap": accounting_error(gauge, release.get("heap_released")),
@@ -145,6 +152,9 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     row("real memory, the cache dropped at exit: gauge / deep walk / allocator bytes in use freed, MiB (gauge vs freed)",
         lambda r, st: f"{mib(figs[r.name]['drop_gauge'])} / {mib(figs[r.name]['drop_walk'])} / {mib(figs[r.name]['heap_released'])} "
                       f"({_pct(figs[r.name]['err_heap'])})" if figs[r.name]["heap_released"] else "n/a")
+    row("of those freed: pymalloc (objects up to 512 bytes) / malloc (larger), MiB",
+        lambda r, st: f"{mib(figs[r.name]['pymalloc_released'])} / {mib(figs[r.name]['malloc_released'])}"
+        if figs[r.name]["heap_released"] else "n/a")
     row("given back to the OS by the drop + malloc_trim: PSS / RSS, MiB (gauge vs PSS)",
         lambda r, st: f"{mib(figs[r.name]['pss_released'])} / {mib(figs[r.name]['rss_released'])} ({_pct(figs[r.name]['err_pss'])})"
         if figs[r.name]["pss_released"] is not None else "n/a")

@@ -92,9 +92,11 @@ def test_release_of_nothing_gives_back_nothing():
 
 def test_release_figures_against_the_gauge_at_the_drop_and_what_survived_it():
     release = {"gauge": 100 * MiB, "walk_bytes": 95 * MiB, "heap_released": 90 * MiB, "pss_released": 80 * MiB, "rss_released": 85 * MiB,
+               "before": {"pymalloc": 150 * MiB, "malloc": 50 * MiB}, "after_collect": {"pymalloc": 90 * MiB, "malloc": 20 * MiB},
                "survivors": [{"dag_version_id": "a", "walk_bytes": 7 * MiB}]}
     figs = release_figures(release)
     assert figs["err_heap"] == pytest.approx(100 / 90 - 1) and figs["err_pss"] == pytest.approx(100 / 80 - 1)
+    assert (figs["pymalloc_released"], figs["malloc_released"]) == (60 * MiB, 30 * MiB)
     assert figs["survivors"] == 1 and figs["survivor_walk"] == 7 * MiB and figs["drop_gauge"] == 100 * MiB and figs["drop_walk"] == 95 * MiB
     none = release_figures(None)
     assert none["heap_released"] is None and none["err_heap"] is None and none["survivors"] is None
