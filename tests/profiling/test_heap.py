@@ -76,10 +76,20 @@ def test_release_measures_what_the_drop_gave_back():
     made = walk_sizeof(box)
     result = heap.release(box.clear, trim=malloc_trim)
     assert result["heap_released"] == pytest.approx(made, rel=0.03)
-    # freshly allocated, nothing live among them: the pages go back to the OS as well
-    assert 0.8 * made < result["rss_released"] < 1.1 * made
-    assert 0.8 * made < result["pss_released"] < 1.1 * made
     assert result["before"]["in_use"] - result["after_collect"]["in_use"] == result["heap_released"]
+    # what the kernel gets back depends on what else lives in the same pages (in a process that
+    # ran other tests first, small objects fill the free blocks of arenas it still uses): some
+    assert 0 < result["rss_released"] < 1.1 * made
+
+
+@linux_glibc
+def test_release_gives_the_pages_of_a_chunk_malloc_mmapped_back_to_the_os():
+    box = {"huge": bytearray(48 * MiB)}  # over glibc's largest mmap threshold: its own mapping
+    box["huge"][::4096] = b"\x01" * len(range(0, 48 * MiB, 4096))  # every page touched: in RSS
+    result = heap.release(box.clear, trim=malloc_trim)
+    assert result["heap_released"] == pytest.approx(48 * MiB, rel=0.01)
+    assert result["rss_released"] == pytest.approx(48 * MiB, rel=0.05)
+    assert result["pss_released"] == pytest.approx(48 * MiB, rel=0.05)  # private pages: PSS is RSS
 
 
 @linux_glibc
