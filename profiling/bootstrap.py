@@ -30,23 +30,29 @@ Everything here is opt-in through environment variables, and nothing changes Air
     ``BYTECACHE_PROFILE_DEEP=1``, the deep walk of the cached DAGs
     (``profiling.cache_contents``), taken at the same instant as the snapshot. Before writing
     it runs ``gc.collect()``, so evicted-but-uncollected DAGs are gone.
+``BYTECACHE_PROFILE_RELEASE=1``
+    at interpreter exit, after the report was written, drops the byte-bounded bag's whole cache
+    and adds to the report what the process got back (:func:`release_at_exit`): allocator
+    bytes in use, RSS and PSS, before and after, beside the gauge at that instant.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import gzip
 import inspect
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from typing import Callable
 
 from bytecache_airflow.trace import access_line, loop_line
-from profiling.cache_contents import cached_dags, deep_walk, pympler_size
+from profiling.cache_contents import cache_release, cached_dags, deep_walk, pympler_size
 
 _state: dict = {
     "bag": None,
@@ -72,10 +78,14 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+_redeliveries: list[threading.Timer] = []
+
+
 def _redeliver(signum: int, delay: float) -> None:
     t = threading.Timer(delay, os.kill, (os.getpid(), signum))
     t.daemon = True
     t.start()
+    _redeliveries.append(t)
 
 
 def _in_gc_callback(frame) -> bool:
@@ -235,7 +245,6 @@ def instrument_bag(bag, counts: dict, trace: TraceWriter | None = None) -> None:
 
 
 def write_report(reason: str) -> None:
-    path = os.environ.get("BYTECACHE_PROFILE_REPORT")
     if _state["reported"]:
         return
     _state["reported"] = True
@@ -277,11 +286,46 @@ def write_report(reason: str) -> None:
                 report["deep"]["pympler_ms"] = (time.perf_counter() - t1) * 1000.0
     if _trace is not None:
         report["trace"] = {"path": _trace.path, "records": _trace.records}
+    _state["report"] = report
+    _save_report(report)
+
+
+def _save_report(report: dict) -> None:
+    path = os.environ.get("BYTECACHE_PROFILE_REPORT")
     if path:
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(report, f, indent=2, default=str)
         os.replace(tmp, path)
+
+
+def release_at_exit() -> None:
+    """At interpreter exit (an ``atexit`` hook), after the report: drop the byte-bounded bag's
+    cache and add what the process got back to the report (``cache_contents.cache_release``).
+
+    Not in the signal handler, where the report is written: there the scheduler is in the
+    middle of a loop, and its frames and the DagRuns of its session still hold the DAGs it is
+    working on, so dropping the cache would not free them. By now the SystemExit Airflow raised
+    has unwound every frame; the bag and the interpreter are still whole."""
+    report, bag = _state.get("report"), _state["bag"]
+    if os.getpid() != _state.get("runner_pid") or report is None or getattr(bag, "snapshot", None) is None:
+        return  # a forked worker, no report yet, or Airflow's own bag
+    # The SIGTERMs re-delivered by the signal handler, or the soak's next one, would raise
+    # SystemExit inside this hook (Python prints "Exception ignored in atexit callback" and goes
+    # on exiting without the figure): the process is on its way out, so let nothing stop it.
+    for timer in _redeliveries:
+        timer.cancel()
+    stopping = (signal.SIGTERM, signal.SIGINT)
+    for signum in stopping:
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        report["release"] = cache_release(bag)
+    except Exception as exc:
+        report["release_error"] = repr(exc)
+    finally:
+        for signum in stopping:
+            signal.signal(signum, signal.SIG_DFL)
+    _save_report(report)
 
 
 def _scheduler_cache_size():
@@ -391,6 +435,8 @@ def install() -> None:
         return orig_exit(self, signum, frame)
 
     _state["runner_pid"] = os.getpid()
+    if os.environ.get("BYTECACHE_PROFILE_RELEASE") == "1":
+        atexit.register(release_at_exit)
     runner_cls._run_scheduler_loop = _run_scheduler_loop
     runner_cls._do_scheduling = _do_scheduling
     runner_cls._exit_gracefully = _exit_gracefully

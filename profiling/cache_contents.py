@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 
 
 def cached_dags(bag) -> list:
@@ -31,6 +32,40 @@ def deep_walk(dags: list) -> dict:
     together = walk_sizeof(live) - walk_sizeof((object,) * len(live))
     each = [walk_sizeof(d) if d is not None else None for d in dags]
     return {"walk_bytes": together, "walk_each": each, "entries": len(live), "ms": (time.perf_counter() - t0) * 1000.0}
+
+
+def cache_release(bag, *, lock_timeout: float = 30.0) -> dict:
+    """Drop everything a byte-bounded bag caches and measure what the process gets back
+    (:func:`profiling.heap.release`: allocator bytes in use after a collection, RSS and PSS after
+    ``malloc_trim(0)``), beside the gauge at that instant. Destructive: for a process that is
+    about to exit, after the figures that describe the cache were read.
+
+    The bag's maintenance lock is held meanwhile, so its thread does not collect, trim or
+    calibrate between the readings. ``walk_bytes``: the deep walk of the DAGs dropped, read
+    just before (the allocators' figure should match it but for their rounding and the cache's
+    own entries). ``survivors``: the cached DAGs something else still held
+    after the drop (version id and deep walk), whose memory could not come back."""
+    from bytecache.measure import walk_sizeof
+    from bytecache_airflow.reclaim import malloc_trim
+
+    from profiling.heap import release
+
+    snap = bag.snapshot()
+    dags = cached_dags(bag)
+    walk = deep_walk(dags)["walk_bytes"]  # what is dropped, as the object walk counts it
+    refs = {e.dag_version_id: weakref.ref(d) for e, d in zip(snap.entries, dags) if d is not None}
+    del dags  # the drop must leave the weak references the only ones here
+    maintaining = bag._maintaining  # private: the profiler pauses the bag's own housekeeping
+    paused = maintaining.acquire(timeout=lock_timeout)
+    try:
+        result = release(bag.cache.clear, trim=malloc_trim)
+    finally:
+        if paused:
+            maintaining.release()
+    result.update(gauge=snap.cached_bytes, walk_bytes=walk, entries_dropped=len(snap.entries), maintenance_paused=paused)
+    result["survivors"] = [{"dag_version_id": key, "walk_bytes": walk_sizeof(ref())}
+                           for key, ref in refs.items() if ref() is not None]
+    return result
 
 
 def pympler_size(dags: list) -> int | None:

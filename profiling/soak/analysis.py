@@ -317,6 +317,11 @@ def judge_trend_alone(subject: RunStats, budget: int) -> Verdict:
 ACCOUNTING_BOUND = 0.10
 
 
+#: The bytes gauge against the scheduler's real memory for the cache: the allocator bytes in use
+#: that dropping the whole cache at exit gave back (``profiling.heap.release``).
+REAL_MEMORY_BOUND = 0.15
+
+
 def accounting_error(gauge: float | None, measured: float | None) -> float | None:
     """gauge / measured - 1 (positive: the gauge over-counts); None without both figures."""
     if not gauge or not measured:

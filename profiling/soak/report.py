@@ -13,7 +13,7 @@ from pathlib import Path
 from statistics import mean, median
 
 from profiling.soak import analysis
-from profiling.soak.analysis import ACCOUNTING_BOUND, CRITERION, CRITERION_WITHOUT_REFERENCE, Summary, accounting_error, quantile
+from profiling.soak.analysis import ACCOUNTING_BOUND, CRITERION, REAL_MEMORY_BOUND, CRITERION_WITHOUT_REFERENCE, Summary, accounting_error, quantile
 from profiling.soak.model import RunRecord, SoakResults
 from profiling.units import MiB, mib
 
@@ -43,6 +43,7 @@ def cache_figures(run: RunRecord) -> dict:
         "pympler": deep.get("pympler_bytes"),
         "err_walk": accounting_error(gauge, deep.get("walk_bytes")),
         "err_pympler": accounting_error(gauge, deep.get("pympler_bytes")),
+        **release_figures(rep.get("release")),
         "memray_under_load_path": run.memray.get("retained_under_load_path"),
         "hits": hits,
         "misses": misses,
@@ -52,6 +53,34 @@ def cache_figures(run: RunRecord) -> dict:
         "statsd_hits": run.statsd.get("cache_hit"),
         "reclaim": reclaim,
         "ratio": (snap.get("weighing") or {}).get("ratio"),
+    }
+
+
+def release_figures(release: dict | None) -> dict:
+    """What dropping the cache at exit gave back (``profiling.cache_contents.cache_release``):
+    allocator bytes in use, PSS and RSS, each against the gauge at the drop, and the cached DAGs
+    that something else still held (their deep walk: memory the drop could not return)."""
+    if not release:
+        return {key: None for key in ("drop_gauge", "drop_walk", "heap_released", "pymalloc_released", "malloc_released", "pss_released", "rss_released", "err_heap", "err_pss",
+                                      "survivors", "survivor_walk")}
+    gauge, survivors = release.get("gauge"), release.get("survivors") or []
+    before, collected = release.get("before") or {}, release.get("after_collect") or {}
+
+    def freed(allocator: str) -> int | None:
+        return None if before.get(allocator) is None or collected.get(allocator) is None else before[allocator] - collected[allocator]
+
+    return {
+        "drop_gauge": gauge,
+        "drop_walk": release.get("walk_bytes"),
+        "heap_released": release.get("heap_released"),
+        "pymalloc_released": freed("pymalloc"),
+        "malloc_released": freed("malloc"),
+        "pss_released": release.get("pss_released"),
+        "rss_released": release.get("rss_released"),
+        "err_heap": accounting_error(gauge, release.get("heap_released")),
+        "err_pss": accounting_error(gauge, release.get("pss_released")),
+        "survivors": len(survivors),
+        "survivor_walk": sum(s["walk_bytes"] for s in survivors),
     }
 
 
@@ -120,6 +149,17 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     row("exact: deep walk of the cached DAGs at exit, MiB", lambda r, st: mib(figs[r.name]["walk"]))
     row("accounting error: gauge vs deep walk", lambda r, st: _pct(figs[r.name]["err_walk"]))
     row("pympler asizeof of the cached DAGs, MiB (gauge vs it)", lambda r, st: f"{mib(figs[r.name]['pympler'])} ({_pct(figs[r.name]['err_pympler'])})" if figs[r.name]["pympler"] else "n/a")
+    row("real memory, the cache dropped at exit: gauge / deep walk / allocator bytes in use freed, MiB (gauge vs freed)",
+        lambda r, st: f"{mib(figs[r.name]['drop_gauge'])} / {mib(figs[r.name]['drop_walk'])} / {mib(figs[r.name]['heap_released'])} "
+                      f"({_pct(figs[r.name]['err_heap'])})" if figs[r.name]["heap_released"] else "n/a")
+    row("of those freed: pymalloc (objects up to 512 bytes) / malloc (larger), MiB",
+        lambda r, st: f"{mib(figs[r.name]['pymalloc_released'])} / {mib(figs[r.name]['malloc_released'])}"
+        if figs[r.name]["heap_released"] else "n/a")
+    row("given back to the OS by the drop + malloc_trim: PSS / RSS, MiB (gauge vs PSS)",
+        lambda r, st: f"{mib(figs[r.name]['pss_released'])} / {mib(figs[r.name]['rss_released'])} ({_pct(figs[r.name]['err_pss'])})"
+        if figs[r.name]["pss_released"] is not None else "n/a")
+    row("cached DAGs still held elsewhere after the drop (their deep walk, MiB)",
+        lambda r, st: f"{figs[r.name]['survivors']} ({mib(figs[r.name]['survivor_walk'])})" if figs[r.name]["survivors"] is not None else "n/a")
     row("memray default mode: retained under the load path at exit, MiB (arena-granular)", lambda r, st: mib(figs[r.name]["memray_under_load_path"]))
     row("calibrated bytes per JSON byte", lambda r, st: _f(figs[r.name]["ratio"], "{:.2f}"))
     loops = {r.name: analysis.loop_stats(r.loop_ms) for r in runs}
@@ -177,6 +217,12 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
         f"exit (every object reachable from them, each counted once; types, modules, functions and code excluded); "
         f"the bound is ±{100 * ACCOUNTING_BOUND:.0f}%. memray's default mode attributes whole pymalloc arenas to the "
         f"stack that first touched them: its figure is shown for orientation, not as a measure of the cache.",
+        "",
+        f"Real memory: after the gauge and the deep walk were read, the scheduler drops its whole cache, collects, "
+        f"and reads its allocators (pymalloc's allocated blocks + glibc malloc's bytes in use) before and after: the "
+        f"difference is the cache's heap footprint, judged against the gauge at ±{100 * REAL_MEMORY_BOUND:.0f}%. "
+        f"Then malloc_trim(0): the PSS / RSS difference is what the OS got back; the gap to the heap figure is "
+        f"fragmentation (free blocks in pages that still hold live objects).",
         "",
         f"Files: `rss.csv`, `redeploys.csv`, `rss.png`, `results.json` (everything above is computed from it: "
         f"`python -m profiling.soak report DIR`); per run `scheduler.log`, `dag-processor.log`, `scheduler-report.json`"

@@ -209,6 +209,8 @@ def profiling_settings(name: str, spec: SoakSpec, rundir: Path) -> dict[str, str
         "BYTECACHE_PROFILE_REPORT": str(rundir / "scheduler-report.json"),
         # the deep walk of the cached DAGs at exit: only where there is a gauge to check
         "BYTECACHE_PROFILE_DEEP": "1" if name == "bytecache" else "0",
+        # then the memory the scheduler gets back when that cache is dropped: its real footprint
+        "BYTECACHE_PROFILE_RELEASE": "1" if name == "bytecache" else "0",
     }
     if spec.trace and name == "bytecache":
         env["BYTECACHE_PROFILE_TRACE"] = str(rundir / "scheduler-trace.txt.gz")

@@ -152,6 +152,7 @@ def test_the_readme_states_the_criterion_the_code_uses():
     readme = (Path(__file__).resolve().parents[2] / "profiling" / "README.md").read_text()
     assert CRITERION in readme and analysis.CRITERION_WITHOUT_REFERENCE in readme
     assert f"±{100 * analysis.ACCOUNTING_BOUND:.0f}%" in readme
+    assert f"±{100 * analysis.REAL_MEMORY_BOUND:.0f}% (`analysis.REAL_MEMORY_BOUND`)" in readme
 
 
 def test_judge_needs_scheduler_loops_after_the_warm_up_when_they_are_recorded():

@@ -26,7 +26,9 @@ def results() -> SoakResults:
                         scheduler={"hits": 30, "misses": 10, "loops": 4, "first_loop": {"rss": 180 * MiB}})
         if name == "bytecache":
             rec.scheduler.update({"entries": 3, "snapshot": {"cached_bytes": 21 * MiB, "weighing": {"ratio": 7.1}, "reclaim": {}},
-                                  "deep": {"walk_bytes": 20 * MiB, "pympler_bytes": 22 * MiB}})
+                                  "deep": {"walk_bytes": 20 * MiB, "pympler_bytes": 22 * MiB},
+                                  "release": {"gauge": 21 * MiB, "walk_bytes": 20 * MiB, "heap_released": 20 * MiB,
+                                              "pss_released": 14 * MiB, "rss_released": 15 * MiB, "survivors": []}})
         runs.append(rec)
     return SoakResults(spec, 32 * MiB, {"dags": 8, "tasks": 100, "json_bytes": 5 * MiB, "active_bytes_estimate": 30 * MiB},
                        runs, command="python -m profiling.soak run --quick", started="2026-11-29 05:00:00 UTC")
@@ -50,6 +52,8 @@ def test_report_rerenders_identically(tmp_path, capsys):
     assert summary.main.outcome == "flat"
     first = {name: (tmp_path / name).read_bytes() for name in ("summary.md", "rss.csv", "redeploys.csv", "rss.png")}
     assert "accounting error: gauge vs deep walk | n/a | +5.0% |" in first["summary.md"].decode()
+    assert " allocator bytes in use freed, MiB (gauge vs freed) | n/a | 21.0 / 20.0 / 20.0 (+5.0%) |" in first["summary.md"].decode()
+    assert "(gauge vs PSS) | n/a | 14.0 / 15.0 (+50.0%) |" in first["summary.md"].decode()
     assert soak_main(["report", str(tmp_path)]) == 0  # 0: flat
     assert {name: (tmp_path / name).read_bytes() for name in first} == first
     out = capsys.readouterr().out
