@@ -258,6 +258,7 @@ def test_bad_values_make_airflow_scheduler_exit_with_the_message(db_copy):
         ("DAG_CACHE_MAX_BYTES", "plenty"): "[scheduler] dag_cache_max_bytes = 'plenty' is not a valid size",
         ("DAG_CACHE_TTL", "an hour"): "[scheduler] dag_cache_ttl = 'an hour' is not a valid TTL",
         ("DAG_CACHE_POLICY", "mru"): "[scheduler] dag_cache_policy = 'mru' is not a valid policy",
+        ("DAG_CACHE_GC_FREEZE", "sometimes"): "[scheduler] dag_cache_gc_freeze = 'sometimes' is not a boolean",
     }
     procs = {}
     for (key, value), message in cases.items():  # all at once: each start-up is mostly imports

@@ -41,7 +41,7 @@ class _ProcessFreeze:
     """What our refreezes did to this process's (one, shared) permanent generation."""
 
     epoch = 0  # refreezes so far, by any bag's freezer
-    frozen_objects = 0  # the freeze count right after the last one
+    frozen_objects = 0  # the freeze count right after the last one, lowered as frozen objects are freed
     lock = threading.Lock()
 
 
@@ -94,14 +94,21 @@ class HeapFreezer:
         return False
 
     def foreign_freeze(self) -> bool:
-        """Whether someone else's freeze is in progress: more is frozen than the last refreeze froze
-        (what it froze only shrinks, as frozen objects are freed)."""
-        return gc.get_freeze_count() > self.frozen_objects
+        """Whether someone else's freeze is in progress: more is frozen than when we last looked.
+        What our refreeze froze only shrinks (frozen objects are freed, nothing joins them); a
+        freeze adds every object of the three generations."""
+        count = gc.get_freeze_count()
+        with _ProcessFreeze.lock:
+            if 0 < count <= _ProcessFreeze.frozen_objects:
+                _ProcessFreeze.frozen_objects = count
+                return False
+        return count > self.frozen_objects
 
     def refreeze_due(self) -> bool:
         """Never frozen, undone by someone else, or the last freeze is ``max_age`` seconds old."""
         if self._frozen_at is None or self.undone():
             return True
+        self.foreign_freeze()  # follows the frees, so that a later freeze by someone else shows
         return self._timer() - self._frozen_at >= self.max_age
 
     def state(self) -> dict:
