@@ -147,8 +147,9 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
         cost(lambda c: f"{_f(c.pause_p50_ms, '{:.0f}')} / {_f(c.pause_p99_ms, '{:.0f}')} / {_f(c.pause_max_ms, '{:.0f}')}"))
     row("heap trims s; calibration s; other maintenance s (thread CPU time)",
         cost(lambda c: f"{c.trim_s:.1f}; {c.calibration_s:.1f}; {c.maintenance_s:.1f}"))
-    row("all full collections (Python's and the cache's): count; share of wall time",
-        lambda r, st: "{}; {}".format(r.scheduler["gc_full"], f"{100 * r.scheduler['gc_full_ms'] / 1000 / r.scheduler['uptime_s']:.1f}%"))
+    row("all full collections (Python's and the cache's): count; mean, ms; share of wall time",
+        lambda r, st: "{}; {:.0f}; {}".format(r.scheduler["gc_full"], r.scheduler["gc_full_ms"] / max(1, r.scheduler["gc_full"]),
+                                             f"{100 * r.scheduler['gc_full_ms'] / 1000 / r.scheduler['uptime_s']:.1f}%"))
     ref_run = results.run("reference")
     bound = analysis.BOUND_FACTOR * results.budget if results.budget else None
 
