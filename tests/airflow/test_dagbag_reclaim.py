@@ -367,3 +367,27 @@ def test_a_local_executor_style_unfreeze_is_noticed_and_refrozen(airflow_db, no_
     bag.maintain()  # noticed at once, refrozen as soon as the caps allow
     assert bag.reclaimer.collections == 2 and frozen(big())
     assert bag.snapshot().reclaim["freeze_undone_by_others"] == 1
+
+
+def test_overhead_counts_collections_by_wall_time_and_the_rest_by_thread_cpu_time(airflow_db, no_automatic_gc):
+    """A collection holds the GIL (the scheduler loses its wall time); calibration and trims run
+    while the scheduler runs too, so only their CPU time is the cache's (their wall time on a
+    loaded machine is mostly waiting for a core). Each is counted once."""
+    wall, cpu = helpers.FakeClock(), helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, wall)
+    bag = make_bag(wall, cpu_timer=cpu, max_bytes=one_at_a_time(weights), reclaim_hard_fraction=0.25)
+    spend = lambda wall_s, cpu_s: (wall.advance(wall_s), cpu.advance(cpu_s))  # noqa: E731
+    measure, collect = bag.calibrator.measure_and_record, bag.reclaimer._collect
+    bag.calibrator.measure_and_record = lambda *a, **k: (spend(5.0, 0.25), measure(*a, **k))[1]
+    bag.reclaimer._collect = lambda: (spend(2.0, 1.5), collect())[1]
+    bag.reclaimer._trim = lambda: spend(1.0, 0.125)
+    wall.advance(60)
+    with create_session() as session:
+        for run in [runs[0], runs[0], runs[1], runs[0]]:  # a hit (a calibration sample), then churn
+            bag.get_dag_for_run(run, session=session)
+    bag.maintain(force=True)
+    state = bag.snapshot().reclaim
+    assert bag.reclaimer.collections == 1 and bag.reclaimer.trims == 1 and bag.calibrator.samples == 1
+    assert state["collection_seconds"] == 2.0 and state["calibration_seconds"] == 0.25 and state["trim_cpu_seconds"] == 0.125
+    assert state["maintenance_seconds"] == 0.0  # the collection's CPU time is not counted again
+    assert bag.overhead_seconds() == 2.0 + 0.25 + 0.125

@@ -155,6 +155,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         policy: str = DEFAULT_POLICY,
         stats_prefix: str,
         timer: Callable[[], float] = time.monotonic,
+        cpu_timer: Callable[[], float] = time.thread_time,
         calibrator: Calibrator | None = None,
         revalidation_interval: float | None = None,
         maintenance_interval: float = 0.25,
@@ -172,6 +173,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         if revalidation_interval is not None:
             self._revalidation_interval = revalidation_interval
         self._timer = timer
+        self._cpu_timer = cpu_timer  # the CPU time of the calling thread: what maintenance costs
         # getsizeof: an entry carries its own weight (re-weighed in place by the maintenance step)
         self._cache = ByteCache(
             max_bytes if max_bytes else None, ttl=ttl or None, timer=timer, policy=policy, on_evict=self._on_evict,
@@ -194,6 +196,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             timer=timer,
             on_collect=self._on_collect,
             freezer=HeapFreezer(max_age=refreeze_max_age, timer=timer) if gc_freeze else None,
+            cpu_timer=cpu_timer,
         )
         self.critical_sections = frozenset(critical_sections)
         self.deferred_for_critical_section = 0
@@ -492,11 +495,11 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             queued, self._queued_samples = self._queued_samples, []
         if not queued:
             return
-        started = time.thread_time()
+        started = self._cpu_timer()
         try:
             self._measure(queued)
         finally:
-            self.calibration_seconds += time.thread_time() - started
+            self.calibration_seconds += self._cpu_timer() - started
 
     def _measure(self, queued: list[tuple[Any, int]]) -> None:
         for dag, json_bytes in queued:
@@ -588,7 +591,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         """
         if not self._maintaining.acquire(blocking=force):
             return  # another thread is on it
-        started = time.thread_time()
+        started = self._cpu_timer()
         counted_apart = 0.0  # collections, trims and calibration are counted on their own
         try:
             now = self._timer() if now is None else now
@@ -608,7 +611,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
                 self.flush_gauges(force=force)
                 self._send_overhead()
         finally:
-            self.maintenance_seconds += max(0.0, time.thread_time() - started - counted_apart)
+            self.maintenance_seconds += max(0.0, self._cpu_timer() - started - counted_apart)
             self._maintaining.release()
 
     def _reclaim_step(self) -> float:
