@@ -391,21 +391,3 @@ def test_overhead_counts_collections_by_wall_time_and_the_rest_by_thread_cpu_tim
     assert state["collection_seconds"] == 2.0 and state["calibration_seconds"] == 0.25 and state["trim_cpu_seconds"] == 0.125
     assert state["maintenance_seconds"] == 0.0  # the collection's CPU time is not counted again
     assert bag.overhead_seconds() == 2.0 + 0.25 + 0.125
-
-
-def test_when_the_caps_defer_a_due_collection_the_heap_is_thawed_for_pythons_collections(airflow_db, no_automatic_gc):
-    """Frozen evicted DAGs wait for the bag's own collection, which the caps may defer: then the
-    heap is unfrozen (no walk) and Python's next full collection frees them, as without freezing."""
-    clock = helpers.FakeClock()
-    bag, runs, big = frozen_bag(airflow_db, clock)
-    with create_session() as session:
-        bag.get_dag_for_run(runs[0], session=session)  # evicts the frozen 100-task DAG: hard trigger due
-    clock.advance(5)  # within the one-per-10-s cap
-    bag.maintain()
-    assert bag.reclaimer.collections == 1 and bag.reclaimer.deferred_for_time == 1
-    assert big() is not None and not frozen(big()) and bag.snapshot().reclaim["thaws"] == 1
-    gc.collect()  # Python's own
-    assert big() is None and bag.uncollected_bytes == 0
-    clock.advance(60)
-    bag.maintain()  # the next allowed collection refreezes
-    assert bag.reclaimer.collections == 2 and bag.reclaimer.freezer.holding()

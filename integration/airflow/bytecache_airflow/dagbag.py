@@ -470,7 +470,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
     def _frozen(self, entry: _Entry) -> bool:
         """Whether ``entry``'s DAG was cached at the last refreeze (only our next collection frees it)."""
         freezer = self.reclaimer.freezer
-        return freezer is not None and entry.freeze_epoch < freezer.epoch and freezer.holding()
+        return freezer is not None and entry.freeze_epoch < freezer.epoch
 
     def _unfrozen_cached_bytes(self) -> int:
         freezer = self.reclaimer.freezer

@@ -21,12 +21,6 @@ two such refreezes:
   after the next automatic one only against the unfrozen objects -- so its full collections are
   as frequent as in a process without the cache, and each walks only what is not frozen.
 
-When evictions outrun the caps -- the hard trigger is due, the caps defer the collection and
-frozen evicted DAGs are waiting -- :meth:`HeapFreezer.thaw` unfreezes without collecting (no
-walk): Python's own full collections free them as they would without freezing, and the next
-allowed collection refreezes. Without it, live + frozen-evicted could reach 2 × the budget (what
-the last refreeze froze is at most the budget) at small budgets under heavy churn.
-
 Someone else may freeze too: Airflow's LocalExecutor runs ``gc.freeze()`` ... fork ...
 ``gc.unfreeze()`` around spawning its workers, and that ``unfreeze`` undoes ours (the freeze
 count drops to 0). :meth:`HeapFreezer.undone` notices; the reclaimer then refreezes at its next
@@ -48,7 +42,6 @@ class _ProcessFreeze:
 
     epoch = 0  # refreezes so far, by any bag's freezer
     frozen_objects = 0  # the freeze count right after the last one, lowered as frozen objects are freed
-    thawed = False  # unfrozen by us since (thaw), until the next refreeze
     lock = threading.Lock()
 
 
@@ -67,7 +60,6 @@ class HeapFreezer:
         self._timer = timer
         self.refreezes = 0  # this freezer's
         self.undone_seen = 0  # times someone else's gc.unfreeze() undid ours
-        self.thaws = 0
         self._frozen_at: float | None = None
         self._undone_epoch = -1
 
@@ -87,27 +79,12 @@ class HeapFreezer:
             gc.freeze()
             _ProcessFreeze.frozen_objects = gc.get_freeze_count()
             _ProcessFreeze.epoch += 1
-            _ProcessFreeze.thawed = False
         self.refreezes += 1
         self._frozen_at = self._timer()
         return freed
 
-    def thaw(self) -> None:
-        """Unfreeze without collecting (a list splice, no walk): Python's own full collections walk
-        everything again, and free what died, until the next refreeze."""
-        with _ProcessFreeze.lock:
-            gc.unfreeze()
-            _ProcessFreeze.thawed = True
-        self.thaws += 1
-
-    def holding(self) -> bool:
-        """Whether what the last refreeze froze is still frozen: not thawed, not undone by someone else."""
-        return bool(self.epoch) and not _ProcessFreeze.thawed and not self.undone()
-
     def undone(self) -> bool:
         """Whether an ``unfreeze`` by someone else emptied the permanent generation since the last refreeze."""
-        if _ProcessFreeze.thawed:
-            return False
         if self._undone_epoch == self.epoch:
             return True
         if self.epoch and self.frozen_objects and not gc.get_freeze_count():
@@ -129,7 +106,7 @@ class HeapFreezer:
 
     def refreeze_due(self) -> bool:
         """Never frozen, undone by someone else, or the last freeze is ``max_age`` seconds old."""
-        if self._frozen_at is None or _ProcessFreeze.thawed or self.undone():
+        if self._frozen_at is None or self.undone():
             return True
         self.foreign_freeze()  # follows the frees, so that a later freeze by someone else shows
         return self._timer() - self._frozen_at >= self.max_age
@@ -140,6 +117,5 @@ class HeapFreezer:
             "refreezes": self.refreezes,
             "frozen_objects": self.frozen_objects,
             "freeze_undone_by_others": self.undone_seen,
-            "thaws": self.thaws,
             "refreeze_max_age_seconds": self.max_age,
         }

@@ -36,9 +36,6 @@ collections do not reset them) and the triggers above act on both counts togethe
 1.25 × budget bound. Besides, a refreeze is wanted (as a soft trigger: ``min_interval`` and the
 caps apply) when it never ran, when someone else's ``gc.unfreeze()`` undid it, when it is
 ``max_age`` old, or when the cached bytes loaded since it reach ``soft_fraction`` of the budget.
-When the hard trigger is due but the caps defer the collection, frozen evicted bytes would wait
-for us alone: the heap is thawed instead (``gc.unfreeze()``, no walk) and refrozen at the next
-allowed collection, so the bound does not depend on our cap.
 """
 
 from __future__ import annotations
@@ -184,10 +181,6 @@ class Reclaimer:
             self.full_collections_seen += count - self._full_count
             self._full_count = count
             self.uncollected = 0
-        if self.frozen_uncollected and not self._freezer.holding():
-            # thawed, or unfrozen by someone else: Python's collections can free them now
-            self.uncollected += self.frozen_uncollected
-            self.frozen_uncollected = 0
 
     def add(self, nbytes: int, *, frozen: bool = False) -> None:
         """``nbytes`` of cached objects were dropped and await a full collection (ours only, if ``frozen``)."""
@@ -249,10 +242,6 @@ class Reclaimer:
             return None
         if not self.allowed():
             self.deferred_for_time += 1
-            if self.frozen_uncollected and self._hard_due() and not self._freezer.foreign_freeze():
-                self._freezer.thaw()  # frozen evicted DAGs would wait for us: let Python's collections free them
-                with self._lock:
-                    self._notice_other_collections()
             return None
         if self._freezer.foreign_freeze() if self._freezer is not None else gc.get_freeze_count():
             # Between gc.freeze() and gc.unfreeze() (LocalExecutor around its forks) the evicted
