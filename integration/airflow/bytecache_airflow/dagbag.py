@@ -195,6 +195,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             max_time_share=reclaim_max_time_share,
             timer=timer,
             on_collect=self._on_collect,
+            on_trim=self._on_trim,
             freezer=HeapFreezer(max_age=refreeze_max_age, timer=timer) if gc_freeze else None,
             cpu_timer=cpu_timer,
         )
@@ -562,6 +563,9 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         stats.timing(f"{self._stats_prefix}.cache_reclaim_duration", ms)
         log.debug("bytecache: gc.collect() took %.1f ms to reclaim ~%s of evicted DAGs", ms, format_size(freed_estimate))
 
+    def _on_trim(self, ms: float) -> None:
+        stats.timing(f"{self._stats_prefix}.cache_trim_duration", ms)
+
     def _on_cache_size(self, *, rate: float = 1.0) -> None:
         self._maybe_maintain(self._timer())
 
@@ -629,9 +633,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
                 self.deferred_for_critical_section += 1
             else:
                 rc.maybe_collect()
-        trim_ms = rc.maybe_trim()
-        if trim_ms is not None:
-            stats.timing(f"{self._stats_prefix}.cache_trim_duration", trim_ms)
+        rc.maybe_trim()
         return self.calibration_seconds + rc.collection_cpu_seconds + rc.trim_cpu_seconds - apart_before
 
     def _in_critical_section(self) -> bool:

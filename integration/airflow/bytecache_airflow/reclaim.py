@@ -103,6 +103,7 @@ class Reclaimer:
         max_time_share: float = 0.01,
         timer: Callable[[], float] = time.monotonic,
         on_collect: Callable[[float, int], None] | None = None,
+        on_trim: Callable[[float], None] | None = None,
         collect: Callable[[], object] = gc.collect,
         trim: Callable[[], object] | None = malloc_trim,
         trim_interval: float = 10.0,
@@ -128,6 +129,7 @@ class Reclaimer:
         self._timer = timer
         self._cpu_timer = cpu_timer  # the running thread's CPU time: what a trim costs (it releases the GIL)
         self._on_collect = on_collect
+        self._on_trim = on_trim  # every trim, whether after our collection or after Python's
         self._freezer = freezer
         self._collect = freezer.collect if freezer is not None else collect
         self._lock = threading.Lock()
@@ -294,6 +296,8 @@ class Reclaimer:
         self._trim()
         ms = (self._timer() - start) * 1000.0
         self.trim_cpu_seconds += self._cpu_timer() - cpu_start
+        if self._on_trim is not None:
+            self._on_trim(ms)
         self._last_trim = self._timer()
         self.trims += 1
         self.trim_ms += ms
