@@ -238,7 +238,14 @@ def write_report(reason: str) -> None:
     path = os.environ.get("BYTECACHE_PROFILE_REPORT")
     if _state["reported"]:
         return
-    _state["reported"] = True
+    _state["reported"] = _state["reporting"] = True
+    try:
+        _write_report(path, reason)
+    finally:
+        _state["reporting"] = False
+
+
+def _write_report(path: str | None, reason: str) -> None:
     if _trace is not None:
         # First: the deep walk below can take longer than the soak waits before its next SIGTERM,
         # and an exit in the middle of it would lose the trace's buffered (gzip) tail.
@@ -375,6 +382,11 @@ def install() -> None:
 
     def _exit_gracefully(self, signum, frame):
         if os.getpid() == _state["runner_pid"]:
+            if _state.get("reporting"):
+                # The soak repeats SIGTERM every 20 s; the deep walk of a large cache on a loaded
+                # machine takes longer, and exiting in the middle of it loses the whole report.
+                _redeliver(signum, 5.0)
+                return None
             try:
                 write_report(f"signal {signum}")
             except Exception as exc:
