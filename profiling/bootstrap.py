@@ -29,7 +29,8 @@ Everything here is opt-in through environment variables, and nothing changes Air
     entries with weights, counters, weighing and reclaim state) and, with
     ``BYTECACHE_PROFILE_DEEP=1``, the deep walk of the cached DAGs
     (``profiling.cache_contents``), taken at the same instant as the snapshot. Before writing
-    it runs ``gc.collect()``, so evicted-but-uncollected DAGs are gone.
+    it runs ``gc.unfreeze(); gc.collect()``, so evicted-but-uncollected DAGs are gone (also those
+    the bag froze, which otherwise wait for its next reclaim).
 """
 
 from __future__ import annotations
@@ -251,6 +252,7 @@ def _write_report(path: str | None, reason: str) -> None:
         # and an exit in the middle of it would lose the trace's buffered (gzip) tail.
         _trace.close()
     t0 = time.perf_counter()
+    gc.unfreeze()
     gc.collect()
     collect_ms = (time.perf_counter() - t0) * 1000.0
     bag = _state["bag"]
