@@ -200,6 +200,8 @@ def cache_settings(name: str, spec: SoakSpec, budget: int) -> dict[str, str]:
     env = {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{budget}B", "AIRFLOW__SCHEDULER__DAG_CACHE_TTL": spec.ttl}
     if spec.policy:
         env["AIRFLOW__SCHEDULER__DAG_CACHE_POLICY"] = spec.policy
+    if spec.gc_freeze is not None:
+        env["AIRFLOW__SCHEDULER__DAG_CACHE_GC_FREEZE"] = str(spec.gc_freeze)
     return env
 
 

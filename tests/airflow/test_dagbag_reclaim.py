@@ -271,6 +271,7 @@ def frozen_bag(airflow_db, clock, **kwargs):
     """A bag that holds one of the two DAGs at a time, the 100-task one cached and frozen by a reclaim."""
     runs, weights = runs_and_weights(airflow_db, clock)
     kwargs.setdefault("max_bytes", one_at_a_time(weights))
+    kwargs.setdefault("gc_freeze", True)
     bag = make_bag(clock, **kwargs)
     with create_session() as session:
         big = bag.get_dag_for_run(runs[1], session=session)
@@ -283,7 +284,7 @@ def frozen_bag(airflow_db, clock, **kwargs):
 def test_a_reclaim_freezes_the_cached_dags_and_later_loads_wait_for_the_next(airflow_db, no_automatic_gc):
     clock = helpers.FakeClock()
     runs, weights = runs_and_weights(airflow_db, clock)
-    bag = make_bag(clock, max_bytes=2 * sum(weights))  # holds both
+    bag = make_bag(clock, max_bytes=2 * sum(weights), gc_freeze=True)  # holds both
     with create_session() as session:
         first = bag.get_dag_for_run(runs[0], session=session)
         assert not frozen(first)
@@ -301,7 +302,7 @@ def test_a_reclaim_freezes_the_cached_dags_and_later_loads_wait_for_the_next(air
 def test_without_gc_freeze_a_reclaim_freezes_nothing(airflow_db, no_automatic_gc):
     clock = helpers.FakeClock()
     runs, weights = runs_and_weights(airflow_db, clock)
-    bag = make_bag(clock, max_bytes=one_at_a_time(weights), gc_freeze=False, reclaim_hard_fraction=0.25)
+    bag = make_bag(clock, max_bytes=one_at_a_time(weights), reclaim_hard_fraction=0.25)  # the default: off
     with create_session() as session:
         for run in runs + runs:
             bag.get_dag_for_run(run, session=session)
@@ -332,7 +333,7 @@ def test_live_plus_uncollected_bounds_what_is_held_when_evicted_dags_are_frozen(
     clock = helpers.FakeClock()
     runs, weights = runs_and_weights(airflow_db, clock)
     budget, heaviest = one_at_a_time(weights), max(weights)
-    bag = make_bag(clock, max_bytes=budget, reclaim_hard_fraction=0.5, reclaim_max_time_share=1.0)
+    bag = make_bag(clock, max_bytes=budget, reclaim_hard_fraction=0.5, reclaim_max_time_share=1.0, gc_freeze=True)
     evicted = []  # (weak reference to the DAG, its weight)
     with create_session() as session:
         for _ in range(6):

@@ -20,7 +20,7 @@ tasks by operator type (:mod:`bytecache_airflow.weighing`) -- fitted by a
 used; the maintenance thread re-weighs cached DAGs when the model is refitted or a DAG grew in
 place (``_reweigh_cached``). Evicted DAGs are cyclic garbage; their bytes are tracked until a full collection and
 reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`, from the maintenance thread only;
-with ``gc_freeze`` (the default) its collections also freeze the survivors
+with ``gc_freeze`` its collections also freeze the survivors
 (:mod:`bytecache_airflow.freezing`), so Python's automatic collections stop walking the cached DAGs.
 
 The cache's own cost (``overhead_seconds``) adds two kinds of time: its collections by wall time
@@ -164,7 +164,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         reclaim_min_interval: float = 30.0,
         reclaim_hard_min_interval: float = 10.0,
         reclaim_max_time_share: float = 0.01,
-        gc_freeze: bool = True,
+        gc_freeze: bool = False,
         refreeze_max_age: float = 300.0,
         critical_sections: frozenset[str] = SCHEDULER_CRITICAL_SECTIONS,
         background: bool = True,

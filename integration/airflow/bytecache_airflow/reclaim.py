@@ -28,8 +28,8 @@ full collection -- ours, or one of the collector's own, at most once per ``trim_
 seconds -- :meth:`Reclaimer.maybe_trim` calls ``malloc_trim(0)`` so the freed pages leave RSS
 (measured: 20-45 ms on a 300-670 MB heap). Without glibc there is nothing to call and it is a no-op.
 
-With a :class:`~bytecache_airflow.freezing.HeapFreezer` (``[scheduler] dag_cache_gc_freeze``, the
-default) each collection is ``gc.unfreeze(); gc.collect(); gc.freeze()``: the cached DAGs leave
+With a :class:`~bytecache_airflow.freezing.HeapFreezer` (``[scheduler] dag_cache_gc_freeze =
+True``) each collection is ``gc.unfreeze(); gc.collect(); gc.freeze()``: the cached DAGs leave
 the automatic collector's work. An evicted DAG that was frozen is then freed only by the next such
 collection, so its bytes are counted apart (``frozen_uncollected``: Python's own full
 collections do not reset them) and the triggers above act on both counts together. When the

@@ -62,7 +62,7 @@ class DagCacheSettings:
     ttl: float | None  # None: no idle expiry (configured as 0)
     policy: str  # a bytecache policy name, or AIRFLOW_POLICY
     opted_in: bool = True  # dag_cache_max_bytes is set
-    gc_freeze: bool = True  # the cache's collections freeze the survivors (bytecache_airflow.freezing)
+    gc_freeze: bool = False  # the cache's collections freeze the survivors (bytecache_airflow.freezing)
 
     @property
     def enabled(self) -> bool:
@@ -189,5 +189,5 @@ def _read(section: str, *, ttl_default: float) -> DagCacheSettings:
         ttl=parse_ttl(_get(section, "dag_cache_ttl", ttl_default), section=section),
         policy=parse_policy(_get(section, "dag_cache_policy", DEFAULT_POLICY), section=section),
         opted_in=raw is not None,
-        gc_freeze=parse_gc_freeze(_get(section, "dag_cache_gc_freeze", True), section=section),
+        gc_freeze=parse_gc_freeze(_get(section, "dag_cache_gc_freeze", False), section=section),
     )
