@@ -29,7 +29,8 @@ Everything here is opt-in through environment variables, and nothing changes Air
     entries with weights, counters, weighing and reclaim state) and, with
     ``BYTECACHE_PROFILE_DEEP=1``, the deep walk of the cached DAGs
     (``profiling.cache_contents``), taken at the same instant as the snapshot. Before writing
-    it runs ``gc.collect()``, so evicted-but-uncollected DAGs are gone.
+    it runs ``gc.unfreeze(); gc.collect()``, so evicted-but-uncollected DAGs are gone (also those
+    the bag froze, which otherwise wait for its next reclaim).
 ``BYTECACHE_PROFILE_RELEASE=1``
     at interpreter exit, after the report was written, drops the byte-bounded bag's whole cache
     and adds to the report what the process got back (:func:`release_at_exit`): allocator
@@ -247,12 +248,20 @@ def instrument_bag(bag, counts: dict, trace: TraceWriter | None = None) -> None:
 def write_report(reason: str) -> None:
     if _state["reported"]:
         return
-    _state["reported"] = True
+    _state["reported"] = _state["reporting"] = True
+    try:
+        _write_report(path, reason)
+    finally:
+        _state["reporting"] = False
+
+
+def _write_report(path: str | None, reason: str) -> None:
     if _trace is not None:
         # First: the deep walk below can take longer than the soak waits before its next SIGTERM,
         # and an exit in the middle of it would lose the trace's buffered (gzip) tail.
         _trace.close()
     t0 = time.perf_counter()
+    gc.unfreeze()
     gc.collect()
     collect_ms = (time.perf_counter() - t0) * 1000.0
     bag = _state["bag"]
@@ -419,6 +428,11 @@ def install() -> None:
 
     def _exit_gracefully(self, signum, frame):
         if os.getpid() == _state["runner_pid"]:
+            if _state.get("reporting"):
+                # The soak repeats SIGTERM every 20 s; the deep walk of a large cache on a loaded
+                # machine takes longer, and exiting in the middle of it loses the whole report.
+                _redeliver(signum, 5.0)
+                return None
             try:
                 write_report(f"signal {signum}")
             except Exception as exc:

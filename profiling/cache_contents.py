@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 import weakref
 
@@ -55,13 +56,9 @@ def cache_release(bag, *, lock_timeout: float = 30.0) -> dict:
     walk = deep_walk(dags)["walk_bytes"]  # what is dropped, as the object walk counts it
     refs = {e.dag_version_id: weakref.ref(d) for e, d in zip(snap.entries, dags) if d is not None}
     del dags  # the drop must leave the weak references the only ones here
-    maintaining = bag._maintaining  # private: the profiler pauses the bag's own housekeeping
-    paused = maintaining.acquire(timeout=lock_timeout)
-    try:
+    gc.unfreeze()  # with dag_cache_gc_freeze the cached DAGs sit in the permanent generation
+    with bag.maintenance_paused(lock_timeout) as paused:
         result = release(bag.cache.clear, trim=malloc_trim)
-    finally:
-        if paused:
-            maintaining.release()
     result.update(gauge=snap.cached_bytes, walk_bytes=walk, entries_dropped=len(snap.entries), maintenance_paused=paused)
     result["survivors"] = [{"dag_version_id": key, "walk_bytes": walk_sizeof(ref())}
                            for key, ref in refs.items() if ref() is not None]

@@ -374,8 +374,10 @@ def loop_ratio(subject: LoopStats | None, other: LoopStats | None) -> tuple[floa
 class CacheCost:
     """What the bag and Python's collector spent of the scheduler's wall time, from its exit report.
 
-    ``overhead_s`` is the bag's own total (its collections, heap trims, calibration and the rest
-    of maintenance); Python's full collections (its own and the bag's) are counted apart."""
+    ``overhead_s`` is the bag's own total: its collections by wall time (they hold the GIL: the
+    scheduler loses all of it), heap trims, calibration and the rest of maintenance by the CPU
+    time of the thread that ran them (their wall time on a loaded machine is mostly waiting for
+    the GIL or a core); Python's full collections (its own and the bag's) are counted apart."""
 
     wall_s: float
     overhead_s: float
@@ -408,7 +410,7 @@ def cache_cost(scheduler_report: dict) -> CacheCost | None:
         overhead_s=float(reclaim.get("overhead_seconds", 0.0)),
         collections=int(reclaim.get("collections", 0)),
         collection_s=float(reclaim.get("collection_seconds", 0.0)),
-        trim_s=float(reclaim.get("trim_seconds", 0.0)),
+        trim_s=float(reclaim.get("trim_cpu_seconds", reclaim.get("trim_seconds", 0.0))),
         calibration_s=float(reclaim.get("calibration_seconds", 0.0)),
         maintenance_s=float(reclaim.get("maintenance_seconds", 0.0)),
         pause_p50_ms=quantile(pauses, 0.5) if pauses else None,

@@ -61,6 +61,11 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
                     help="memray tracing of the scheduler (detailed: native + Python allocators, slow)")
     ap.add_argument("--keep-bin", action="store_true", help="keep the memray capture files")
     ap.add_argument("--keep-work", action="store_true", help="keep the Airflow homes")
+    ap.add_argument("--concurrent", action="store_true",
+                    help="run the configurations at the same time (each its own DB and statsd listener), so they share "
+                         "the machine's load; the fairest side-by-side of loop times on a shared machine")
+    ap.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=None,
+                    help="[scheduler] dag_cache_gc_freeze for the bytecache run (default: the setting's default, off)")
     ap.add_argument("--reference-from", type=Path,
                     help="reuse the reference run (r) of an earlier report on the same workload spec (and the same Airflow)")
     ap.add_argument("--airflow", metavar="VERSION|PYTHON",
@@ -124,6 +129,8 @@ def spec_from_args(args, airflow: AirflowInstall) -> SoakSpec:
         airflow=airflow.version,
         airflow_cache_size=airflow.cache_size,
         airflow_entry_cap=airflow.entry_cap,
+        concurrent=args.concurrent,
+        gc_freeze=args.gc_freeze,
     )
 
 

@@ -55,6 +55,11 @@ class SoakSpec:
     # Whether the scheduler's own bag can be capped in entries (profiling.bootstrap.entry_cap):
     # 3.3 by SCHEDULER_DAG_CACHE_SIZE, 3.2 by DBDagBag's cache_size; not 3.1.
     airflow_entry_cap: bool = True
+    # All configurations at once, each with its own DB, Airflow home and statsd listener: on a
+    # shared machine they then share the same load (one after another, the load differs by run).
+    concurrent: bool = False
+    # [scheduler] dag_cache_gc_freeze for the bytecache run; None: the setting's default
+    gc_freeze: bool | None = None
 
     def __post_init__(self) -> None:
         if "unbounded" in self.configs and not self.airflow_cache_size:

@@ -178,16 +178,18 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
     def share(c, seconds) -> str:
         return f"{100 * c.share(seconds):.2f}%" if c.share(seconds) is not None else "n/a"
 
-    row("the cache's own overhead (collections + trims + calibration + maintenance), s; share of scheduler wall time",
+    row("the cache's own overhead (collections by wall time + trims, calibration, maintenance by thread CPU time), s; "
+        "share of scheduler wall time",
         cost(lambda c: f"{c.overhead_s:.1f} of {c.wall_s:.0f}; {share(c, c.overhead_s)}"))
     row("its collections: count; s; share of wall time; deferred by the caps",
         cost(lambda c: f"{c.collections}; {c.collection_s:.1f}; {share(c, c.collection_s)}; {c.deferred_for_time}"))
     row("its collection pauses p50 / p99 / max, ms",
         cost(lambda c: f"{_f(c.pause_p50_ms, '{:.0f}')} / {_f(c.pause_p99_ms, '{:.0f}')} / {_f(c.pause_max_ms, '{:.0f}')}"))
-    row("heap trims s; calibration s; other maintenance s",
+    row("heap trims s; calibration s; other maintenance s (thread CPU time)",
         cost(lambda c: f"{c.trim_s:.1f}; {c.calibration_s:.1f}; {c.maintenance_s:.1f}"))
-    row("all full collections (Python's and the cache's): count; share of wall time",
-        lambda r, st: "{}; {}".format(r.scheduler["gc_full"], f"{100 * r.scheduler['gc_full_ms'] / 1000 / r.scheduler['uptime_s']:.1f}%"))
+    row("all full collections (Python's and the cache's): count; mean, ms; share of wall time",
+        lambda r, st: "{}; {:.0f}; {}".format(r.scheduler["gc_full"], r.scheduler["gc_full_ms"] / max(1, r.scheduler["gc_full"]),
+                                             f"{100 * r.scheduler['gc_full_ms'] / 1000 / r.scheduler['uptime_s']:.1f}%"))
     ref_run = results.run("reference")
     bound = analysis.BOUND_FACTOR * results.budget if results.budget else None
 

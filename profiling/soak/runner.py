@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -199,6 +200,8 @@ def cache_settings(name: str, spec: SoakSpec, budget: int) -> dict[str, str]:
     env = {"AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES": f"{budget}B", "AIRFLOW__SCHEDULER__DAG_CACHE_TTL": spec.ttl}
     if spec.policy:
         env["AIRFLOW__SCHEDULER__DAG_CACHE_POLICY"] = spec.policy
+    if spec.gc_freeze is not None:
+        env["AIRFLOW__SCHEDULER__DAG_CACHE_GC_FREEZE"] = str(spec.gc_freeze)
     return env
 
 
@@ -310,10 +313,38 @@ def _on_signal(signum, frame):
     raise Interrupted(f"signal {signum}")
 
 
+def _run_concurrently(names: list[str], run_one: Callable[[str, StatsdListener], RunRecord]) -> dict[str, RunRecord]:
+    """``run_one`` for every configuration at once, each in a thread with its own statsd listener.
+
+    Signals reach the main thread (it waits here); on one the runner's ``finally`` stops every
+    process, and each thread then records its run as failed."""
+    records: dict[str, RunRecord] = {}
+    listeners = {name: StatsdListener() for name in names}
+
+    def target(name: str) -> None:
+        try:
+            records[name] = run_one(name, listeners[name])
+        except BaseException as exc:  # Interrupted: the main thread stops the processes
+            records[name] = RunRecord(name, error=repr(exc))
+
+    threads = [threading.Thread(target=target, args=(n,), name=f"soak-{n}", daemon=True) for n in names]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=1.0)
+    finally:
+        for listener in listeners.values():
+            listener.close()
+    return records
+
+
 def run_soak(spec: SoakSpec, out: Path, work: Path, *, reference: RunRecord | None = None, status_every: float = 15.0,
              keep_bin: bool = False, command: str = "", log: Log = print, airflow: AirflowInstall | None = None) -> SoakResults:
-    """Prepare the workload, run every configuration of ``spec`` in order, save ``results.json``
-    after each run (a failed or interrupted soak keeps what it measured)."""
+    """Prepare the workload, run every configuration of ``spec`` in order (or all at once with
+    ``spec.concurrent``), save ``results.json`` after each run (a failed or interrupted soak keeps
+    what it measured)."""
     airflow = airflow or find_airflow()
     if (airflow.version, airflow.cache_size) != (spec.airflow, spec.airflow_cache_size):
         raise ValueError(f"the spec is for Airflow {spec.airflow}, {airflow.python} runs {airflow.version}")
@@ -330,21 +361,27 @@ def run_soak(spec: SoakSpec, out: Path, work: Path, *, reference: RunRecord | No
         log(f"soak: ready in {setup['seconds']:.0f}s: {setup['dags']} DAGs, {setup['tasks']} tasks, {setup['runs']} running runs, "
             f"JSON {mib(setup['json_bytes'])} MiB, active set ≈ {mib(setup['active_bytes_estimate'])} MiB deserialized; "
             f"budget {mib(budget)} MiB; configs {', '.join(spec.configs)}")
-        for name in spec.configs:
-            if name == "reference" and reference is not None:
-                log(f"soak: reference run (r) taken from {reference.source}")
-                results.runs.append(replace(reference))
-                continue
+        def run_one(name: str, listener: StatsdListener) -> RunRecord:
             log(f"soak: run {spec.label(name)} for {spec.durations[name]:.0f}s" + (f", budget {mib(budget)} MiB" if name == "bytecache" else ""))
             try:
-                rec = run_config(name, spec, budget, template_db, work, out, statsd, procs, status_every, keep_bin, log, airflow)
+                rec = run_config(name, spec, budget, template_db, work, out, listener, procs, status_every, keep_bin, log, airflow)
             except Interrupted:
                 raise
             except Exception as exc:
                 rec = RunRecord(name, error=str(exc))
             if rec.error:
                 log(f"soak: run {name} failed: {rec.error}")
-            results.runs.append(rec)
+            return rec
+
+        names = [n for n in spec.configs if not (n == "reference" and reference is not None)]
+        if spec.concurrent:
+            records = _run_concurrently(names, run_one)
+        for name in spec.configs:
+            if name == "reference" and reference is not None:
+                log(f"soak: reference run (r) taken from {reference.source}")
+                results.runs.append(replace(reference))
+                continue
+            results.runs.append(records[name] if spec.concurrent else run_one(name, statsd))
             results.save(out)
         results.finished = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         results.save(out)

@@ -89,6 +89,14 @@ def db_copy(airflow_db, tmp_path):
     return {"db": dst, "env": env, "dir": tmp_path}
 
 
+@pytest.fixture(autouse=True)
+def unfrozen_heap_after():
+    """A bag's reclaim freezes the process's survivors (bytecache_airflow.freezing); the next test
+    starts with nothing frozen, as a fresh process would."""
+    yield
+    gc.unfreeze()
+
+
 @pytest.fixture
 def no_automatic_gc():
     """Only the code under test may collect (the bag's reclaim, a reclaimer): an automatic

@@ -437,3 +437,18 @@ def test_a_moved_stats_module_is_a_warning_not_an_import_error(airflow_db):
     warnings = [l for l in (proc.stdout + proc.stderr).splitlines() if "bytecache: Airflow's stats client" in l]
     assert len(warnings) == 1 and module in warnings[0] and "metrics are off" in warnings[0], proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "NoStats"
+
+
+def test_maintenance_paused_holds_off_housekeeping_until_the_block_ends(airflow_db):
+    clock = helpers.FakeClock()
+    bag = make_bag(clock, ttl=60)
+    with create_session() as session:
+        bag.get_dag_for_run(helpers.get_run(session, "tiny"), session=session)
+    clock.advance(120)  # the entry is expired: the next housekeeping drops it
+    with bag.maintenance_paused(timeout=0) as paused:
+        bag.maintain(now=clock())  # another caller's step: skipped while paused
+        assert paused and len(bag.cache._data) == 1
+        with bag.maintenance_paused(timeout=0) as second:
+            assert not second  # one pause at a time; the block still runs
+    bag.maintain(now=clock())
+    assert len(bag.cache._data) == 0

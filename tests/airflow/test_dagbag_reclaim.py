@@ -3,9 +3,11 @@ its caps; and a forked child (LocalExecutor) inherits no held lock."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
+import weakref
 
 import airflow_helpers as helpers
 import pytest
@@ -257,3 +259,136 @@ print("ok")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), *sys.path]))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+# -- gc.freeze(): the cached DAGs out of Python's automatic collections ---------------------------
+def frozen(obj) -> bool:
+    """In the permanent generation: tracked by the collector, yet in none of its generations."""
+    return gc.is_tracked(obj) and not any(o is obj for o in gc.get_objects())
+
+
+def frozen_bag(airflow_db, clock, **kwargs):
+    """A bag that holds one of the two DAGs at a time, the 100-task one cached and frozen by a reclaim."""
+    runs, weights = runs_and_weights(airflow_db, clock)
+    kwargs.setdefault("max_bytes", one_at_a_time(weights))
+    kwargs.setdefault("gc_freeze", True)
+    bag = make_bag(clock, **kwargs)
+    with create_session() as session:
+        big = bag.get_dag_for_run(runs[1], session=session)
+    clock.advance(60)  # past the soft trigger's interval: the first refreeze is due
+    bag.maintain()
+    assert bag.reclaimer.collections == 1 and frozen(big)
+    return bag, runs, weakref.ref(big)
+
+
+def test_a_reclaim_freezes_the_cached_dags_and_later_loads_wait_for_the_next(airflow_db, no_automatic_gc):
+    clock = helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, clock)
+    bag = make_bag(clock, max_bytes=2 * sum(weights), gc_freeze=True)  # holds both
+    with create_session() as session:
+        first = bag.get_dag_for_run(runs[0], session=session)
+        assert not frozen(first)
+        clock.advance(60)
+        bag.maintain()  # never frozen: a refreeze is due (a soft trigger: past min_interval)
+        assert bag.reclaimer.collections == 1 and frozen(first)
+        second = bag.get_dag_for_run(runs[1], session=session)
+    assert not frozen(second)  # loaded after the refreeze: the automatic collector still walks it
+    clock.advance(60)
+    bag.maintain()  # the bytes loaded since the refreeze are over the soft fraction of the budget
+    assert bag.reclaimer.collections == 2 and frozen(second) and frozen(first)
+    assert bag.snapshot().reclaim["refreezes"] == 2
+
+
+def test_without_gc_freeze_a_reclaim_freezes_nothing(airflow_db, no_automatic_gc):
+    clock = helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, clock)
+    bag = make_bag(clock, max_bytes=one_at_a_time(weights), reclaim_hard_fraction=0.25)  # the default: off
+    with create_session() as session:
+        for run in runs + runs:
+            bag.get_dag_for_run(run, session=session)
+        clock.advance(60)
+        bag.maintain()
+        dag = bag.get_dag_for_run(runs[0], session=session)
+    assert bag.reclaimer.collections == 1 and not frozen(dag) and gc.get_freeze_count() == 0
+    assert bag.snapshot().reclaim["gc_freeze"] is False
+
+
+def test_an_evicted_frozen_dag_is_freed_by_the_next_reclaim_not_by_pythons_collections(airflow_db, no_automatic_gc):
+    clock = helpers.FakeClock()
+    bag, runs, big = frozen_bag(airflow_db, clock)
+    weight = bag.snapshot().cached_bytes
+    with create_session() as session:
+        bag.get_dag_for_run(runs[0], session=session)  # evicts the frozen 100-task DAG
+    gc.collect()  # Python's own full collection: it does not walk the permanent generation
+    assert big() is not None
+    assert bag.uncollected_bytes >= weight  # still counted: only the bag's reclaim frees it
+    clock.advance(60)
+    bag.maintain()
+    assert bag.reclaimer.collections == 2 and big() is None and bag.uncollected_bytes == 0
+
+
+def test_live_plus_uncollected_bounds_what_is_held_when_evicted_dags_are_frozen(airflow_db, no_automatic_gc):
+    """Churn with a refreeze whenever allowed and Python's own full collections in between: every
+    evicted DAG still in memory is counted, and live + counted stays within budget * 1.5 + one entry."""
+    clock = helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, clock)
+    budget, heaviest = one_at_a_time(weights), max(weights)
+    bag = make_bag(clock, max_bytes=budget, reclaim_hard_fraction=0.5, reclaim_max_time_share=1.0, gc_freeze=True)
+    evicted = []  # (weak reference to the DAG, its weight)
+    with create_session() as session:
+        for _ in range(6):
+            for run in runs:
+                clock.advance(10)
+                dag = bag.get_dag_for_run(run, session=session)
+                evicted.append((weakref.ref(dag), bag.cache.weight_of(run.created_dag_version_id)))
+                del dag
+                gc.collect()
+                held_evicted = sum(w for ref, w in evicted[:-1] if ref() is not None)
+                assert held_evicted <= bag.uncollected_bytes  # nothing held goes uncounted
+                assert bag.currsize + bag.uncollected_bytes <= budget * 1.5 + heaviest
+                bag.maintain()
+    assert bag.reclaimer.collections >= 3 and bag.reclaimer.freezer.refreezes >= 3
+
+
+def test_a_local_executor_style_unfreeze_is_noticed_and_refrozen(airflow_db, no_automatic_gc):
+    """LocalExecutor: gc.freeze(), fork its workers, gc.unfreeze() -- which unfreezes ours too."""
+    clock = helpers.FakeClock()
+    bag, runs, big = frozen_bag(airflow_db, clock, max_bytes="64MiB")
+    clock.advance(60)
+    bag.maintain()  # a tick between (nothing is due)
+    scheduler_objects = [[] for _ in range(100)]  # the scheduler allocates between ticks
+    gc.freeze()  # the executor's freeze, before its forks: no refreeze may undo it
+    bag.reclaimer.freezer._frozen_at -= 1e6  # even if one were due
+    bag.maintain()
+    assert bag.reclaimer.collections == 1
+    gc.unfreeze()  # after its forks
+    del scheduler_objects
+    assert not frozen(big())
+    bag.reclaimer.freezer._frozen_at += 1e6
+    bag.maintain()  # noticed at once, refrozen as soon as the caps allow
+    assert bag.reclaimer.collections == 2 and frozen(big())
+    assert bag.snapshot().reclaim["freeze_undone_by_others"] == 1
+
+
+def test_overhead_counts_collections_by_wall_time_and_the_rest_by_thread_cpu_time(airflow_db, no_automatic_gc):
+    """A collection holds the GIL (the scheduler loses its wall time); calibration and trims run
+    while the scheduler runs too, so only their CPU time is the cache's (their wall time on a
+    loaded machine is mostly waiting for a core). Each is counted once."""
+    wall, cpu = helpers.FakeClock(), helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, wall)
+    bag = make_bag(wall, cpu_timer=cpu, max_bytes=one_at_a_time(weights), reclaim_hard_fraction=0.25)
+    spend = lambda wall_s, cpu_s: (wall.advance(wall_s), cpu.advance(cpu_s))  # noqa: E731
+    measure, collect = bag.calibrator.measure_and_record, bag.reclaimer._collect
+    bag.calibrator.measure_and_record = lambda *a, **k: (spend(5.0, 0.25), measure(*a, **k))[1]
+    bag.reclaimer._collect = lambda: (spend(2.0, 1.5), collect())[1]
+    bag.reclaimer._trim = lambda: spend(1.0, 0.125)
+    wall.advance(60)
+    with create_session() as session:
+        for run in [runs[0], runs[0], runs[1], runs[0]]:  # a hit (a calibration sample), then churn
+            bag.get_dag_for_run(run, session=session)
+    bag.maintain(force=True)
+    state = bag.snapshot().reclaim
+    assert bag.reclaimer.collections == 1 and bag.reclaimer.trims == 1 and bag.calibrator.samples == 1
+    assert state["collection_seconds"] == 2.0 and state["calibration_seconds"] == 0.25 and state["trim_cpu_seconds"] == 0.125
+    assert state["maintenance_seconds"] == 0.0  # the collection's CPU time is not counted again
+    assert bag.overhead_seconds() == 2.0 + 0.25 + 0.125

@@ -46,11 +46,20 @@ def test_scheduler_runner_builds_our_bag_with_the_configured_budget(airflow_db, 
     assert (bag.max_bytes, bag.ttl, bag.policy) == (256 * 1024**2, 900.0, "lru")
     assert bag._stats_prefix == "scheduler.dag_bag" and bag.load_op_links is False
     lines = [r.getMessage() for r in caplog.records if "scheduler DAG cache" in r.getMessage()]
-    assert lines == [f"bytecache: scheduler DAG cache budget=256.0 MiB (268435456 bytes), ttl=900s, policy=lru (replaces {STOCK_CACHE})"]
+    assert lines == [f"bytecache: scheduler DAG cache budget=256.0 MiB (268435456 bytes), ttl=900s, policy=lru, gc_freeze=off (replaces {STOCK_CACHE})"]
+    assert bag.reclaimer.freezer is None  # dag_cache_gc_freeze defaults to off
     # the bag works for the scheduler's own call
     with create_session() as session:
         run = helpers.get_run(session, airflow_db["dags_by_size"][10])
         assert bag.get_dag_for_run(run, session=session).dag_id == run.dag_id
+
+
+def test_dag_cache_gc_freeze_true_makes_the_cache_freeze_what_survives_its_collections(airflow_db, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_MAX_BYTES", "256MiB")
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__DAG_CACHE_GC_FREEZE", "True")
+    bag = build_runner().scheduler_dag_bag
+    assert isinstance(bag, ByteBoundedDagBag) and bag.reclaimer.freezer is not None
+    assert bag.snapshot().reclaim["gc_freeze"] is True
 
 
 def test_installed_but_not_configured_keeps_airflows_cache_and_says_how_to_enable(airflow_db, monkeypatch, caplog):
@@ -258,6 +267,7 @@ def test_bad_values_make_airflow_scheduler_exit_with_the_message(db_copy):
         ("DAG_CACHE_MAX_BYTES", "plenty"): "[scheduler] dag_cache_max_bytes = 'plenty' is not a valid size",
         ("DAG_CACHE_TTL", "an hour"): "[scheduler] dag_cache_ttl = 'an hour' is not a valid TTL",
         ("DAG_CACHE_POLICY", "mru"): "[scheduler] dag_cache_policy = 'mru' is not a valid policy",
+        ("DAG_CACHE_GC_FREEZE", "sometimes"): "[scheduler] dag_cache_gc_freeze = 'sometimes' is not a boolean",
     }
     procs = {}
     for (key, value), message in cases.items():  # all at once: each start-up is mostly imports

@@ -125,7 +125,7 @@ def test_summary_shows_speed_cost_pauses_and_peaks_side_by_side(tmp_path):
     assert cells("the cache's own overhead") == ["n/a", "2.0 of 200; 1.00%"]
     assert cells("its collections") == ["n/a", "2; 1.2; 0.60%; 3"]
     assert cells("its collection pauses") == ["n/a", "600 / 698 / 700"]
-    assert cells("all full collections") == ["40; 15.0%", "40; 15.0%"]
+    assert cells("all full collections") == ["40; 750; 15.0%", "40; 750; 15.0%"]
     assert cells("peak RSS − the reference's peak") == ["n/a", "20.0 / 20.0 vs 40.0"]
     assert cells("live + uncollected") == ["n/a", "1.25; 5.0%"]
     assert soak_main(["report", str(tmp_path)]) == 0 and (tmp_path / "summary.md").read_text() == text

@@ -19,11 +19,20 @@ tasks by operator type (:mod:`bytecache_airflow.weighing`) -- fitted by a
 :class:`bytecache.measure.Calibrator` on sampled deep measurements of DAGs the scheduler has
 used; the maintenance thread re-weighs cached DAGs when the model is refitted or a DAG grew in
 place (``_reweigh_cached``). Evicted DAGs are cyclic garbage; their bytes are tracked until a full collection and
-reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`, from the maintenance thread only.
+reclaimed by :class:`~bytecache_airflow.reclaim.Reclaimer`, from the maintenance thread only;
+with ``gc_freeze`` its collections also freeze the survivors
+(:mod:`bytecache_airflow.freezing`), so Python's automatic collections stop walking the cached DAGs.
+
+The cache's own cost (``overhead_seconds``) adds two kinds of time: its collections by wall time
+(a collection holds the GIL, so its whole length is lost to every thread), and the rest --
+maintenance, calibration, heap trims -- by the CPU time of the thread that ran it
+(``time.thread_time``): on a loaded machine their wall time is mostly waiting for the GIL or a
+core, time the scheduler spends running, not waiting for the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +41,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -42,6 +51,7 @@ from bytecache import ByteCache, EvictionCause, format_size
 from bytecache.measure import Calibrator
 from bytecache.workingset import WorkingSet
 
+from bytecache_airflow.freezing import HeapFreezer
 from bytecache_airflow.reclaim import Reclaimer
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
 from bytecache_airflow.snapshot import BagSnapshot, CachedDag
@@ -83,7 +93,7 @@ class _Entry:
     Mutable so that revalidation updates ``last_validated`` in place instead of storing a new
     value (a replacement would look like an eviction to the accounting)."""
 
-    __slots__ = ("dag", "dag_hash", "last_validated", "serialized_bytes", "weight", "features", "used")
+    __slots__ = ("dag", "dag_hash", "last_validated", "serialized_bytes", "weight", "features", "used", "freeze_epoch")
 
     def __init__(self, dag: SerializedDAG, dag_hash: str, last_validated: float, serialized_bytes: int) -> None:
         self.dag = dag
@@ -93,6 +103,7 @@ class _Entry:
         self.weight = 0
         self.features: dict[str, float] = {}  # what ``weight`` was predicted from
         self.used = False  # served from the cache at least once (only such DAGs are sampled)
+        self.freeze_epoch = 0  # the heap freezer's epoch at load: frozen once the epoch moves on
 
     def __repr__(self) -> str:
         return f"_Entry(dag_id={getattr(self.dag, 'dag_id', None)!r}, serialized_bytes={self.serialized_bytes}, weight={self.weight})"
@@ -145,6 +156,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         policy: str = DEFAULT_POLICY,
         stats_prefix: str,
         timer: Callable[[], float] = time.monotonic,
+        cpu_timer: Callable[[], float] = time.thread_time,
         calibrator: Calibrator | None = None,
         revalidation_interval: float | None = None,
         maintenance_interval: float = 0.25,
@@ -153,6 +165,8 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         reclaim_min_interval: float = 30.0,
         reclaim_hard_min_interval: float = 10.0,
         reclaim_max_time_share: float = 0.01,
+        gc_freeze: bool = False,
+        refreeze_max_age: float = 300.0,
         critical_sections: frozenset[str] = SCHEDULER_CRITICAL_SECTIONS,
         background: bool = True,
     ) -> None:
@@ -160,6 +174,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         if revalidation_interval is not None:
             self._revalidation_interval = revalidation_interval
         self._timer = timer
+        self._cpu_timer = cpu_timer  # the CPU time of the calling thread: what maintenance costs
         # getsizeof: an entry carries its own weight (re-weighed in place by the maintenance step)
         self._cache = ByteCache(
             max_bytes if max_bytes else None, ttl=ttl or None, timer=timer, policy=policy, on_evict=self._on_evict,
@@ -181,6 +196,9 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             max_time_share=reclaim_max_time_share,
             timer=timer,
             on_collect=self._on_collect,
+            on_trim=self._on_trim,
+            freezer=HeapFreezer(max_age=refreeze_max_age, timer=timer) if gc_freeze else None,
+            cpu_timer=cpu_timer,
         )
         self.critical_sections = frozenset(critical_sections)
         self.deferred_for_critical_section = 0
@@ -189,7 +207,8 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         self._queued_samples: list[tuple[Any, int]] = []
         self._weighed_with_samples = 0  # the calibrator's sample count the cached weights reflect
         self._last_maintenance = self._created = timer()
-        self.maintenance_seconds = 0.0  # in maintain(), besides collections, trims and calibration
+        self.maintenance_seconds = 0.0  # thread CPU time in maintain(), besides collections, trims and calibration
+        self.calibration_seconds = 0.0  # thread CPU time measuring samples
         self._overhead_sent_ms = 0
         self._sent_gauges: dict[str, int] = {}
         # Every gauge is re-sent this often even if unchanged: a backend configured after the
@@ -261,12 +280,13 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
 
     def overhead_seconds(self) -> float:
         rc = self.reclaimer
-        return (rc.total_ms + rc.trim_ms) / 1000.0 + self.calibrator.seconds_measuring + self.maintenance_seconds
+        return rc.total_ms / 1000.0 + rc.trim_cpu_seconds + self.calibration_seconds + self.maintenance_seconds
 
     def reclaim_state(self) -> dict:
         rc = self.reclaimer
         state = rc.state()
-        state["calibration_seconds"] = self.calibrator.seconds_measuring
+        state["calibration_seconds"] = self.calibration_seconds
+        state["overhead_clocks"] = "collections: wall time; trims, calibration, maintenance: thread CPU time"
         state["maintenance_seconds"] = self.maintenance_seconds
         state["elapsed_seconds"] = self._timer() - self._created
         state["deferred_for_critical_section"] = self.deferred_for_critical_section
@@ -327,7 +347,11 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         dag = deserialize_dag(data, self.load_op_links)
         if not dag:
             raise _NotFound
-        return _Entry(dag, dag_hash, validated, size)
+        entry = _Entry(dag, dag_hash, validated, size)
+        freezer = self.reclaimer.freezer
+        if freezer is not None:
+            entry.freeze_epoch = freezer.epoch
+        return entry
 
     def _weight_or_reject(self, entry: _Entry) -> int:
         maxsize = self._cache.maxsize
@@ -429,7 +453,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
     # -- accounting ------------------------------------------------------------------------
     def _on_evict(self, key: Any, value: _Entry, weight: int, cause: EvictionCause) -> None:
         # Every removal drops the only reference the cache had to a cyclic object graph.
-        self.reclaimer.add(weight)
+        self.reclaimer.add(weight, frozen=self._frozen(value))
         if cause is EvictionCause.SIZE:
             stats.incr(f"{self._stats_prefix}.cache_evictions_size")
         elif cause is EvictionCause.EXPIRED:
@@ -442,6 +466,18 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             features = value.features  # as of the last maintenance step: no pass over the tasks here
             if self.calibrator.should_sample(features, coverage_keys(features)):
                 self._queue_sample(value)
+
+    def _frozen(self, entry: _Entry) -> bool:
+        """Whether ``entry``'s DAG was cached at the last refreeze (only our next collection frees it)."""
+        freezer = self.reclaimer.freezer
+        return freezer is not None and entry.freeze_epoch < freezer.epoch
+
+    def _unfrozen_cached_bytes(self) -> int:
+        freezer = self.reclaimer.freezer
+        if freezer is None:
+            return 0
+        with self._cache._lock:
+            return sum(e.weight for e in self._cache._data.values() if e.value.freeze_epoch >= freezer.epoch)
 
     def _first_hit(self, entry: _Entry) -> None:
         # The warm-up: the first few DAGs to be served a second time are sampled (once the
@@ -457,6 +493,15 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
     def _measure_queued_samples(self) -> None:
         with self._samples_lock:
             queued, self._queued_samples = self._queued_samples, []
+        if not queued:
+            return
+        started = self._cpu_timer()
+        try:
+            self._measure(queued)
+        finally:
+            self.calibration_seconds += self._cpu_timer() - started
+
+    def _measure(self, queued: list[tuple[Any, int]]) -> None:
         for dag, json_bytes in queued:
             features = dag_features(dag, json_bytes)  # counted now: the DAG as it is measured
             self.calibrator.measure_and_record(dag, features, coverage_keys(features))
@@ -512,6 +557,9 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         stats.timing(f"{self._stats_prefix}.cache_reclaim_duration", ms)
         log.debug("bytecache: gc.collect() took %.1f ms to reclaim ~%s of evicted DAGs", ms, format_size(freed_estimate))
 
+    def _on_trim(self, ms: float) -> None:
+        stats.timing(f"{self._stats_prefix}.cache_trim_duration", ms)
+
     def _on_cache_size(self, *, rate: float = 1.0) -> None:
         self._maybe_maintain(self._timer())
 
@@ -528,6 +576,19 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         if now - self._last_maintenance >= self.maintenance_interval:
             self.maintain(now=now, reclaim=False)
 
+    @contextlib.contextmanager
+    def maintenance_paused(self, timeout: float = -1) -> Iterator[bool]:
+        """Hold off the bag's own housekeeping (collections, trims, calibration, re-weighing) for
+        the ``with`` block, for measurements that must not be disturbed. Waits up to ``timeout``
+        seconds (-1: as long as it takes) for a running step to end; yields whether it got the
+        pause, and runs the block either way."""
+        paused = self._maintaining.acquire(timeout=timeout)
+        try:
+            yield paused
+        finally:
+            if paused:
+                self._maintaining.release()
+
     def maintain(self, *, now: float | None = None, force: bool = False, reclaim: bool = True) -> None:
         """Drop expired entries and send changed gauges (at most every ``maintenance_interval``
         seconds, unless ``force``: then every gauge now); with ``reclaim``, also take the
@@ -541,7 +602,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         """
         if not self._maintaining.acquire(blocking=force):
             return  # another thread is on it
-        started = time.perf_counter()
+        started = self._cpu_timer()
         counted_apart = 0.0  # collections, trims and calibration are counted on their own
         try:
             now = self._timer() if now is None else now
@@ -561,25 +622,26 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
                 self.flush_gauges(force=force)
                 self._send_overhead()
         finally:
-            self.maintenance_seconds += max(0.0, time.perf_counter() - started - counted_apart)
+            self.maintenance_seconds += max(0.0, self._cpu_timer() - started - counted_apart)
             self._maintaining.release()
 
     def _reclaim_step(self) -> float:
-        """Calibrate on queued samples, collect and trim if due; the seconds that took."""
+        """Calibrate on queued samples, collect and trim if due; the thread CPU seconds that took,
+        which maintenance does not count again (calibration and trims are counted by that CPU
+        time, collections by their wall time)."""
         rc = self.reclaimer
-        before = rc.total_ms / 1000.0 + rc.trim_ms / 1000.0 + self.calibrator.seconds_measuring
+        apart_before = self.calibration_seconds + rc.collection_cpu_seconds + rc.trim_cpu_seconds
         self._measure_queued_samples()
         self._reweigh_cached()
         rc.observe(self._cache.currsize, tick=True)
-        if rc.uncollected and rc.wanted():
+        rc.unfrozen_live = self._unfrozen_cached_bytes()
+        if rc.wanted():
             if self._in_critical_section():
                 self.deferred_for_critical_section += 1
             else:
                 rc.maybe_collect()
-        trim_ms = rc.maybe_trim()
-        if trim_ms is not None:
-            stats.timing(f"{self._stats_prefix}.cache_trim_duration", trim_ms)
-        return rc.total_ms / 1000.0 + rc.trim_ms / 1000.0 + self.calibrator.seconds_measuring - before
+        rc.maybe_trim()
+        return self.calibration_seconds + rc.collection_cpu_seconds + rc.trim_cpu_seconds - apart_before
 
     def _in_critical_section(self) -> bool:
         """Whether any thread is inside one of ``critical_sections`` (a collection started now

@@ -73,6 +73,7 @@ def scheduler_dag_bag_factory(load_op_links: bool = True, **airflow_kwargs: Any)
         ttl=settings.ttl,
         policy=settings.policy,
         stats_prefix=airflow_kwargs.get("stats_prefix") or _SCHEDULER_PREFIX,
+        gc_freeze=settings.gc_freeze,
     )
     log.info("bytecache: scheduler DAG cache %s (replaces %s)", settings.describe(), airflows)
     _warn_if_ttl_below_revalidation(settings.ttl)
@@ -218,7 +219,12 @@ def build_api_dag_bag(settings: DagCacheSettings | None = None):
     from bytecache_airflow.dagbag import ByteBoundedDagBag
 
     bag = ByteBoundedDagBag(
-        True, max_bytes=settings.max_bytes, ttl=settings.ttl, policy=settings.policy, stats_prefix="api_server.dag_bag"
+        True,
+        max_bytes=settings.max_bytes,
+        ttl=settings.ttl,
+        policy=settings.policy,
+        stats_prefix="api_server.dag_bag",
+        gc_freeze=settings.gc_freeze,
     )
     log.info("bytecache: API server DAG cache %s (replaces [api] dag_cache_size)", settings.describe())
     return bag

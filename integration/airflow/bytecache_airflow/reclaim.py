@@ -27,6 +27,18 @@ limit: task dicts, long strings) inside its heap, and only ever gives back the t
 full collection -- ours, or one of the collector's own, at most once per ``trim_interval``
 seconds -- :meth:`Reclaimer.maybe_trim` calls ``malloc_trim(0)`` so the freed pages leave RSS
 (measured: 20-45 ms on a 300-670 MB heap). Without glibc there is nothing to call and it is a no-op.
+
+With a :class:`~bytecache_airflow.freezing.HeapFreezer` (``[scheduler] dag_cache_gc_freeze =
+True``) each collection is ``gc.unfreeze(); gc.collect(); gc.freeze()``: the cached DAGs leave
+the automatic collector's work. An evicted DAG that was frozen is then freed only by the next such
+collection, so its bytes are counted apart (``frozen_uncollected``: Python's own full
+collections do not reset them) and the triggers above act on both counts together. When the
+caps defer a due collection, Python's collections no longer free those bytes meanwhile: what one
+refreeze froze is at most the budget, so live + uncollected can reach 2 × the budget instead of
+the 1.25 × the triggers aim at (the trade-off for the collector's time; see the Airflow README).
+Besides, a refreeze is wanted (as a soft trigger: ``min_interval`` and the
+caps apply) when it never ran, when someone else's ``gc.unfreeze()`` undid it, when it is
+``max_age`` old, or when the cached bytes loaded since it reach ``soft_fraction`` of the budget.
 """
 
 from __future__ import annotations
@@ -38,6 +50,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+
+from bytecache_airflow.freezing import HeapFreezer
 
 __all__ = ["Reclaimer", "malloc_trim", "percentile"]
 
@@ -89,9 +103,12 @@ class Reclaimer:
         max_time_share: float = 0.01,
         timer: Callable[[], float] = time.monotonic,
         on_collect: Callable[[float, int], None] | None = None,
+        on_trim: Callable[[float], None] | None = None,
         collect: Callable[[], object] = gc.collect,
         trim: Callable[[], object] | None = malloc_trim,
         trim_interval: float = 10.0,
+        freezer: HeapFreezer | None = None,
+        cpu_timer: Callable[[], float] = time.thread_time,
     ) -> None:
         if not 0 < soft_fraction <= hard_fraction:
             raise ValueError(f"need 0 < soft_fraction <= hard_fraction, got {soft_fraction}, {hard_fraction}")
@@ -110,13 +127,19 @@ class Reclaimer:
         self.hard_min_interval = hard_min_interval
         self.max_time_share = max_time_share
         self._timer = timer
+        self._cpu_timer = cpu_timer  # the running thread's CPU time: what a trim costs (it releases the GIL)
         self._on_collect = on_collect
-        self._collect = collect
+        self._on_trim = on_trim  # every trim, whether after our collection or after Python's
+        self._freezer = freezer
+        self._collect = freezer.collect if freezer is not None else collect
         self._lock = threading.Lock()
         self._collecting = False
-        self.uncollected = 0  # bytes evicted since the last full collection
+        self.uncollected = 0  # bytes evicted since the last full collection, not frozen
+        self.frozen_uncollected = 0  # bytes evicted since our last collection that were frozen
+        self.unfrozen_live = 0  # cached bytes loaded since the last refreeze (the bag says)
         self.collections = 0  # collections this reclaimer ran
-        self.total_ms = 0.0
+        self.total_ms = 0.0  # wall time: a collection holds the GIL, every thread waits it out
+        self.collection_cpu_seconds = 0.0  # the same collections in the collecting thread's CPU time
         self.last_ms: float | None = None
         self.pauses_ms: collections.deque[float] = collections.deque(maxlen=PAUSES_KEPT)
         self.deferred_for_time = 0  # due, but the interval or time-share cap said wait
@@ -127,6 +150,7 @@ class Reclaimer:
         self.trim_interval = trim_interval
         self.trims = 0
         self.trim_ms = 0.0
+        self.trim_cpu_seconds = 0.0
         self._trimmed_at = self._full_count  # the full-collection count at the last trim
         self._last_trim = self._started
         self.held_peak_bytes = 0  # live + uncollected, the most seen by observe()
@@ -138,27 +162,39 @@ class Reclaimer:
         self._lock = threading.Lock()
         self._collecting = False
 
+    @property
+    def freezer(self) -> HeapFreezer | None:
+        return self._freezer
+
+    @property
+    def pending(self) -> int:
+        """Evicted bytes that still wait for a collection: frozen or not."""
+        return self.uncollected + self.frozen_uncollected
+
     def refresh(self) -> int:
         """Forget what a full collection (anyone's) has freed since we last looked; return the rest."""
         with self._lock:
             self._notice_other_collections()
-            return self.uncollected
+            return self.pending
 
     def _notice_other_collections(self) -> None:
         # Polled rather than hooked into gc.callbacks: a signal handler that runs inside a gc
         # callback cannot raise (SystemExit there is printed and dropped), so a hook would let
-        # SIGTERM be lost if it arrived during a collection.
+        # SIGTERM be lost if it arrived during a collection. Frozen bytes are not theirs to free.
         count = _full_collections()
         if count != self._full_count:
             self.full_collections_seen += count - self._full_count
             self._full_count = count
             self.uncollected = 0
 
-    def add(self, nbytes: int) -> None:
-        """``nbytes`` of cached objects were dropped and await a full collection."""
+    def add(self, nbytes: int, *, frozen: bool = False) -> None:
+        """``nbytes`` of cached objects were dropped and await a full collection (ours only, if ``frozen``)."""
         with self._lock:
             self._notice_other_collections()
-            self.uncollected += nbytes
+            if frozen:
+                self.frozen_uncollected += nbytes
+            else:
+                self.uncollected += nbytes
 
     def observe(self, live_bytes: int, *, tick: bool = False) -> int:
         """Note ``live_bytes`` cached now: keep the peak of live + uncollected, and with ``tick``
@@ -166,7 +202,7 @@ class Reclaimer:
         the sum. Cheap enough for a miss (a lock and the collector's counters), not for a hit."""
         with self._lock:
             self._notice_other_collections()
-            held = live_bytes + self.uncollected
+            held = live_bytes + self.pending
         budget = max(int(self._budget()), 1)
         if held > self.held_peak_bytes:
             self.held_peak_bytes, self.held_peak_budget = held, budget
@@ -176,14 +212,18 @@ class Reclaimer:
         return held
 
     def _hard_due(self) -> bool:
-        return self.uncollected >= self.hard_fraction * max(int(self._budget()), 1)
+        return self.pending >= self.hard_fraction * max(int(self._budget()), 1)
 
     def wanted(self) -> bool:
-        """Whether enough evicted bytes wait for a collection (the caps aside)."""
+        """Whether enough evicted bytes wait for a collection, or a refreeze is due (the caps aside)."""
         if self._hard_due():
             return True
-        budget = max(int(self._budget()), 1)
-        return self.uncollected >= self.soft_fraction * budget and self._timer() - self._last_collect >= self.min_interval
+        if self._timer() - self._last_collect < self.min_interval:
+            return False
+        soft = self.soft_fraction * max(int(self._budget()), 1)
+        if self.pending >= soft:
+            return True
+        return self._freezer is not None and (self.unfrozen_live >= soft or self._freezer.refreeze_due())
 
     def allowed(self) -> bool:
         """Whether the caps let a collection run now: one per ``hard_min_interval`` seconds, and
@@ -203,29 +243,31 @@ class Reclaimer:
         """Collect if due; return the collection's wall time in ms, or None. Call with no locks held."""
         with self._lock:
             self._notice_other_collections()
-        if not self.uncollected or not self.wanted():
+        if not self.wanted():
             return None
         if not self.allowed():
             self.deferred_for_time += 1
             return None
-        if gc.get_freeze_count():
+        if self._freezer.foreign_freeze() if self._freezer is not None else gc.get_freeze_count():
             # Between gc.freeze() and gc.unfreeze() (LocalExecutor around its forks) the evicted
-            # DAGs sit in the permanent generation: a collection would free none of them.
+            # DAGs sit in the permanent generation: a collection would free none of them (and a
+            # refreeze would unfreeze what the fork's copy-on-write wants frozen).
             return None
         with self._lock:
             if self._collecting:
                 return None
             self._collecting = True
         try:
-            freed_estimate = self.uncollected
-            start = self._timer()
+            freed_estimate = self.pending
+            start, cpu_start = self._timer(), self._cpu_timer()
             self._collect()
             ms = (self._timer() - start) * 1000.0
+            self.collection_cpu_seconds += self._cpu_timer() - cpu_start
         finally:
             with self._lock:
                 self._collecting = False
         with self._lock:
-            self.uncollected = 0
+            self.uncollected = self.frozen_uncollected = self.unfrozen_live = 0
             self._full_count = _full_collections()
         self._last_collect = self._timer()
         self.collections += 1
@@ -250,9 +292,12 @@ class Reclaimer:
         if self._trim is None:
             return None
         self._trimmed_at = _full_collections()
-        start = self._timer()
+        start, cpu_start = self._timer(), self._cpu_timer()
         self._trim()
         ms = (self._timer() - start) * 1000.0
+        self.trim_cpu_seconds += self._cpu_timer() - cpu_start
+        if self._on_trim is not None:
+            self._on_trim(ms)
         self._last_trim = self._timer()
         self.trims += 1
         self.trim_ms += ms
@@ -270,7 +315,9 @@ class Reclaimer:
             "pause_max_ms": pauses[-1] if pauses else None,
             "trims": self.trims,
             "trim_seconds": self.trim_ms / 1000.0,
-            "uncollected_bytes": self.uncollected,
+            "trim_cpu_seconds": self.trim_cpu_seconds,
+            "uncollected_bytes": self.pending,
+            "frozen_uncollected_bytes": self.frozen_uncollected,
             "full_collections_seen": self.full_collections_seen,
             "deferred_for_time": self.deferred_for_time,
             "soft_fraction": self.soft_fraction,
@@ -278,6 +325,7 @@ class Reclaimer:
             "held_peak_bytes": self.held_peak_bytes,
             "held_peak_budget": self.held_peak_budget,
             "held_ticks_by_ratio": dict(zip([*map(str, HELD_RATIO_EDGES), "inf"], self.held_ticks)),
+            **(self._freezer.state() if self._freezer is not None else {"gc_freeze": False}),
         }
 
 

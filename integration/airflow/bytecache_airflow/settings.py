@@ -27,6 +27,7 @@ __all__ = [
     "parse_max_bytes",
     "parse_ttl",
     "parse_policy",
+    "parse_gc_freeze",
     "read_scheduler_settings",
     "read_api_settings",
 ]
@@ -61,6 +62,7 @@ class DagCacheSettings:
     ttl: float | None  # None: no idle expiry (configured as 0)
     policy: str  # a bytecache policy name, or AIRFLOW_POLICY
     opted_in: bool = True  # dag_cache_max_bytes is set
+    gc_freeze: bool = False  # the cache's collections freeze the survivors (bytecache_airflow.freezing)
 
     @property
     def enabled(self) -> bool:
@@ -69,7 +71,7 @@ class DagCacheSettings:
     def describe(self) -> str:
         budget = "no byte cap" if self.max_bytes is None else f"{format_size(self.max_bytes)} ({self.max_bytes} bytes)"
         ttl = "off" if self.ttl is None else f"{self.ttl:g}s"
-        return f"budget={budget}, ttl={ttl}, policy={self.policy}"
+        return f"budget={budget}, ttl={ttl}, policy={self.policy}, gc_freeze={'on' if self.gc_freeze else 'off'}"
 
     def why_not_enabled(self) -> str:
         """The one log line a component writes when it keeps Airflow's own cache."""
@@ -138,6 +140,21 @@ def parse_policy(value: object, *, section: str = "scheduler", key: str = "dag_c
     return text  # type: ignore[return-value]
 
 
+_TRUE, _FALSE = ("true", "t", "yes", "y", "on", "1"), ("false", "f", "no", "n", "off", "0")
+
+
+def parse_gc_freeze(value: object, *, section: str = "scheduler", key: str = "dag_cache_gc_freeze") -> bool:
+    """A boolean as Airflow spells them (True/False, yes/no, on/off, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise DagCacheConfigError(f"{_option(section, key)} = {value!r} is not a boolean: use True or False")
+
+
 def _get(section: str, key: str, default: object) -> object:
     from airflow.configuration import conf
 
@@ -148,7 +165,7 @@ def _get(section: str, key: str, default: object) -> object:
 
 
 def read_scheduler_settings() -> DagCacheSettings:
-    """``[scheduler] dag_cache_max_bytes``, ``dag_cache_ttl``, ``dag_cache_policy``.
+    """``[scheduler] dag_cache_max_bytes``, ``dag_cache_ttl``, ``dag_cache_policy``, ``dag_cache_gc_freeze``.
 
     Every option that is set is validated, also when bytecache stays off (a typo is reported,
     not ignored); ``opted_in`` says whether ``dag_cache_max_bytes`` is set.
@@ -157,7 +174,7 @@ def read_scheduler_settings() -> DagCacheSettings:
 
 
 def read_api_settings() -> DagCacheSettings:
-    """``[api] dag_cache_max_bytes`` and ``dag_cache_policy``; ``opted_in`` as for the scheduler.
+    """``[api] dag_cache_max_bytes``, ``dag_cache_policy`` and ``dag_cache_gc_freeze``; ``opted_in`` as for the scheduler.
 
     The TTL is Airflow's own ``[api] dag_cache_ttl`` (default 3600).
     """
@@ -172,4 +189,5 @@ def _read(section: str, *, ttl_default: float) -> DagCacheSettings:
         ttl=parse_ttl(_get(section, "dag_cache_ttl", ttl_default), section=section),
         policy=parse_policy(_get(section, "dag_cache_policy", DEFAULT_POLICY), section=section),
         opted_in=raw is not None,
+        gc_freeze=parse_gc_freeze(_get(section, "dag_cache_gc_freeze", False), section=section),
     )
