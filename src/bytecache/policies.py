@@ -20,6 +20,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from .ghost import Ghost
+from .shadow import ShadowLRU
 from .sketch import FrequencySketch
 
 __all__ = ["LRUPolicy", "WTinyLFUPolicy", "POLICIES", "DEFAULT_POLICY", "make_policy"]
@@ -168,6 +169,9 @@ class WTinyLFUPolicy:
         # Keys that left the window and were not admitted, and keys evicted from the main space.
         self.window_ghost = Ghost()
         self.main_ghost = Ghost()
+        # What an LRU of the same budget would hold, and whether it has lately been hitting more.
+        self.shadow = ShadowLRU(maxsize)
+        self._shadow_keys = self.shadow.keys  # the hit path moves its key without a call
         self.min_window = max(1, int(maxsize * window_fraction))
         self.accesses = 0  # hits and misses: the clock the ghosts measure reuse with
         self._newest = None  # the entry the current write stored: never its own victim
@@ -206,7 +210,9 @@ class WTinyLFUPolicy:
         self.accesses += 1
         entry.touched = self.accesses
         if self.adaptive:
-            self._adapt_window(entry.key)
+            self._adapt_window(entry)
+        else:
+            self.shadow.record_miss(entry.key, entry.weight)
         entry.segment = WINDOW
         self.window[entry.key] = entry
         self.window_weight += entry.weight
@@ -214,27 +220,37 @@ class WTinyLFUPolicy:
         self._hold_over(self._candidates)
         self._candidates = self._drain_window()
 
-    def _adapt_window(self, key) -> None:
+    def _adapt_window(self, entry) -> None:
         """A miss on a key the window let go means a larger window would have hit: grow it. A miss
         on a key the main space let go: shrink it. Each by the key's weight, scaled by how often
         such a hit recurs: room that turns a miss into a hit every few accesses is worth more than
-        room holding a key used once per long sweep."""
+        room holding a key used once per long sweep.
+
+        While plain LRU has lately hit clearly more than this policy (``ShadowLRU.ahead``), the
+        evidence for the main space is set aside and a key the window let go that an LRU of the
+        budget still held grows the window at once to the room that would have kept it, so the
+        policy turns into that LRU (window = the whole budget) where frequency does not pay."""
+        key, shadow = entry.key, self.shadow
         found = self.window_ghost.pop(key)
+        depth = shadow.depth(key) if found is not None else None  # before this use moves it
+        lru_would_hit = shadow.record_miss(key, entry.weight)
+        lru_ahead = shadow.ahead  # this miss's evidence included
         if found is not None:
             weight, touched = found
             away = self.accesses - touched
-            # Only a reuse within as many accesses as the cache holds entries: one an LRU of the
-            # whole cache would have hit. A key returning from further (a sweep longer than the
-            # cache) would miss in a window of any size.
-            if away <= len(self):
+            if lru_ahead and lru_would_hit:
+                self.resize_window(max(self.window_target, depth) + weight)
+            elif away <= len(self):
+                # A reuse within as many accesses as the cache holds entries: one an LRU of the
+                # whole cache would have hit.
                 self.resize_window(self.window_target + weight * self._worth(away))
-            else:
+            elif not lru_ahead:
                 # Back from further than any window could have kept it: only the main space
                 # could have, had it been larger and admitted it.
                 self.resize_window(self.window_target - weight * self._worth(away))
             return
         found = self.main_ghost.pop(key)
-        if found is not None:
+        if found is not None and not lru_ahead:
             weight, touched = found
             self.resize_window(self.window_target - weight * self._worth(self.accesses - touched))
 
@@ -248,6 +264,10 @@ class WTinyLFUPolicy:
             self._age_priors()
         self.accesses += 1
         entry.touched = self.accesses
+        try:
+            self._shadow_keys.move_to_end(entry.key)
+        except KeyError:  # a hit an LRU of this budget would have missed
+            self.shadow.record_hit(entry.key, entry.weight)
         segment = entry.segment
         if segment == PROTECTED:
             self.protected.move_to_end(entry.key)
@@ -262,6 +282,7 @@ class WTinyLFUPolicy:
             self.window_weight += delta
         elif entry.segment == PROTECTED:
             self.protected_weight += delta
+        self.shadow.reweigh(entry.key, entry.weight)
         self.record_access(entry)
         self._newest = entry
         self._hold_over(self._candidates)
@@ -271,6 +292,7 @@ class WTinyLFUPolicy:
         """The entry's weight changed in place (not a use): its segment's weight follows; a
         window or protected segment now over its share lets go as it does after a write."""
         delta = entry.weight - old_weight
+        self.shadow.reweigh(entry.key, entry.weight)
         if entry.segment == WINDOW:
             self.window_weight += delta
             moved = self._drain_window()
@@ -281,6 +303,10 @@ class WTinyLFUPolicy:
             self._demote_protected_excess()
 
     def remove(self, entry) -> None:
+        self._detach(entry)
+        self.shadow.discard(entry.key)  # deleted or expired: gone for an LRU too
+
+    def _detach(self, entry) -> None:
         segment = entry.segment
         if segment == WINDOW:
             del self.window[entry.key]
@@ -298,6 +324,7 @@ class WTinyLFUPolicy:
         self.protected.clear()
         self.window_ghost.clear()
         self.main_ghost.clear()
+        self.shadow.clear()
         self.window_weight = self.protected_weight = 0
         self._candidates = []
         self._waiting.clear()
@@ -397,7 +424,7 @@ class WTinyLFUPolicy:
 
     def _let_go(self, entry, rejected: bool = False) -> None:
         """Detach a victim and remember it in the ghost of the space it could not keep."""
-        self.remove(entry)
+        self._detach(entry)
         if rejected:
             self.window_ghost.add(entry.key, entry.weight, entry.touched)
         else:
