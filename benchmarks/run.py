@@ -19,6 +19,7 @@ import time
 
 import cachetools
 
+import bytecache
 from bytecache import ByteCache
 
 from . import hitpath, libcachesim_ref, offline, workloads
