@@ -231,6 +231,12 @@ MUTATIONS = [
         "W-TinyLFU never turns to LRU, however far plain LRU leads",
     ),
     Mutation(
+        "tinylfu-stuck-in-lru", "policies.py",
+        "        return entry.prior > 2 * self.sketch.frequency(coldest.slots)",
+        "        return False",
+        "W-TinyLFU, once turned to LRU, never weighs its own frequency evidence again",
+    ),
+    Mutation(
         "tinylfu-hits-not-shown-to-shadow", "policies.py",
         "            self._shadow_keys.move_to_end(entry.key)",
         "            pass",

@@ -261,6 +261,9 @@ class WTinyLFUPolicy:
         depth = shadow.depth(key) if found is not None else None  # before this use moves it
         lru_would_hit = shadow.record_miss(key, entry.weight)
         lru_ahead = shadow.ahead  # this miss's evidence included
+        if lru_ahead and not lru_would_hit and self._frequency_would_keep(entry):
+            shadow.credit_policy(entry.weight)
+            lru_ahead = shadow.ahead
         if found is not None:
             weight, touched = found
             away = self.accesses - touched
@@ -279,6 +282,20 @@ class WTinyLFUPolicy:
         if found is not None and not lru_ahead:
             weight, touched = found
             self.resize_window(self.window_target - weight * self._worth(self.accesses - touched))
+
+    def _frequency_would_keep(self, entry) -> bool:
+        """While the policy is plain LRU (everything in the window): whether ``entry``, a miss LRU
+        made too, was used more than twice as often as the entry recency evicts next -- a key
+        admission would have kept. Without this the verdict "LRU leads" could never be revised
+        once the two caches hit alike (a weighted Zipf trace that LRU led while it warmed up
+        stayed LRU: 58.5/83.7 object/byte % against 68.3/86.9); twice, because where frequency
+        cannot tell keys apart (a sweep) counts differ by sketch noise alone."""
+        if self.probation or self.protected:
+            return False
+        coldest = next(iter(self.window.values()), None)
+        if coldest is None or coldest is entry:
+            return False
+        return entry.prior > 2 * self.sketch.frequency(coldest.slots)
 
     def _worth(self, away: int) -> float:
         """The share of its weight a ghost hit moves the window by: all of it for a key back within

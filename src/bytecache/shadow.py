@@ -74,6 +74,11 @@ class ShadowLRU:
             self._trim()
         self._score(-weight)
 
+    def credit_policy(self, weight: int) -> None:
+        """A miss LRU made too, on a key the policy's own judgment would have kept: score it as
+        the policy's hit."""
+        self._score(-weight)
+
     def depth(self, key: Hashable) -> int | None:
         """The weight of the keys used since ``key`` (None if an LRU would not hold it): the room
         a recency-ordered space needs to have kept ``key`` until now."""

@@ -158,3 +158,36 @@ def test_a_key_deleted_or_expired_leaves_the_shadow_too(drop):
     assert "a" not in cache._policy.shadow
     cache["a"] = 1  # a new key for an LRU too: no evidence that LRU would have hit it
     assert cache._policy.shadow.lead == 0
+
+
+def test_credit_scores_a_miss_for_the_policy_within_the_bound():
+    shadow = ShadowLRU(100)
+    shadow.credit_policy(30)
+    assert shadow.lead == -30
+    shadow.credit_policy(1000)
+    assert shadow.lead == -100 * LEAD_BOUND
+
+
+def test_a_policy_that_turned_to_lru_turns_back_when_frequent_keys_keep_missing():
+    rng = random.Random(7)
+    keys = list(range(2000))
+    popularity = [1 / (rank + 1) for rank in keys]  # Zipf 1
+    trace = rng.choices(keys, weights=popularity, k=40_000)
+    cache = ByteCache(100)
+    policy = cache._policy
+    # As if LRU had led while the cache warmed up: the policy is that LRU now.
+    policy.shadow.lead = policy.shadow.max_weight
+    policy.resize_window(policy.maxsize)
+    lru = ByteCache(100, policy="lru")
+    ours = theirs = 0
+    for i, key in enumerate(trace):
+        for cache_, hit in ((cache, "ours"), (lru, "theirs")):
+            if cache_.get(key) is None:
+                cache_[key] = key
+            elif i >= len(trace) // 2:
+                if hit == "ours":
+                    ours += 1
+                else:
+                    theirs += 1
+    assert not policy.shadow.ahead and policy.max_window < policy.maxsize / 2
+    assert ours > theirs * 1.1  # W-TinyLFU again: clearly above LRU on a skewed trace
