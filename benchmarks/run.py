@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     lines += section_lirs(args.quick)
     print("\n".join(lines))
     import libcachesim
-    print(f"\n`python benchmarks/run.py{' --quick' if args.quick else ''}`: bytecache "
+    print(f"\n`python -m benchmarks.run{' --quick' if args.quick else ''}`: bytecache "
           f"{getattr(bytecache, '__version__', '?')}, cachetools {cachetools.__version__}, libcachesim "
           f"{libcachesim.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
           f"{time.monotonic() - t0:.0f} s")
