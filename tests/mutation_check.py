@@ -214,8 +214,8 @@ MUTATIONS = [
     ),
     Mutation(
         "shadow-counts-our-hits-for-lru", "shadow.py",
-        "        self._score(-weight)",
-        "        self._score(weight)",
+        "            self._trim()\n        self._score(-weight)",
+        "            self._trim()\n        self._score(weight)",
         "the shadow LRU scores a hit only the policy made as a win for LRU",
     ),
     Mutation(
