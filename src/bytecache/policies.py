@@ -143,7 +143,11 @@ class WTinyLFUPolicy:
       fade (once the two are the same LRU they hit alike; a fading lead made the policy leave
       LRU every sample period to try again, and each try cost misses: 28.1 against 28.0 below).
       Where W-TinyLFU wins, its hits that LRU would have missed keep the lead negative, and the
-      window is sized by the ghosts as before. Full matrix, before -> now: sched-200 at 10%
+      window is sized by the ghosts as before. To turn back, while the policy is plain LRU a miss
+      LRU made too on a key used more than twice as often as the entry recency evicts next scores
+      for the policy (``_frequency_would_keep``): benchmarks.run's weighted Zipf 1 trace, which
+      LRU led for a moment while warming up, otherwise stayed LRU for good (58.5/83.7 object/byte
+      %; with it 67.5/86.4; 68.3/86.9 before the shadow LRU). Full matrix, before -> now: sched-200 at 10%
       33.7 -> 28.0 misses/loop (LRU 28.0: the budget holds about one loop's keys, every key is
       equally frequent, and a rejected key's second lookup comes 20 accesses later, just beyond
       what the ghosts count as near); churn without TTL at 75/90% 85.8/91.0 -> 88.0/93.1 byte %
