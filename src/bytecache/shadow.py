@@ -5,11 +5,13 @@ No values, only keys in recency order, trimmed to the budget from the least rece
 tells it about every use of a key: on the policy's miss, whether an LRU of its size would have had
 the key (recency alone would have turned that miss into a hit); on the policy's hit, whether that
 LRU would have missed. ``lead`` adds the bytes of the first kind and subtracts those of the second
-(bounded by half the budget either way), so it is positive while plain LRU has been the better cache:
-the signal that lets a frequency policy fall back to recency on traces where frequency has nothing
-to say (LeCaR and Cacheus compare experts the same way). The lead does not fade with time: once
-the policy has become that LRU the two hit alike and the last verdict stands (a fading lead made
-the policy leave LRU every sample period to try again, and each try cost misses).
+(bounded by half the budget either way), so it is positive while plain LRU has been the better
+cache: the signal that lets a frequency policy fall back to recency on traces where frequency
+has nothing to say (LeCaR and Cacheus compare experts the same way). The lead does not fade with
+time: once the policy has become that LRU the two hit alike and the last verdict stands (a fading
+lead made the policy leave LRU every sample period to try again, and each try cost misses); the
+policy revises it with its own evidence instead (``credit_policy``: a miss on a key its frequency
+judgment would have kept).
 """
 
 from __future__ import annotations
