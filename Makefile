@@ -62,7 +62,7 @@ bench-quick: $(STAMP)
 
 # the hit-path table and the older weighted/LIRS table
 bench-table: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) $(MATRIX:%=.venv-%) build *.egg-info src/*.egg-info

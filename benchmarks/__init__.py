@@ -4,6 +4,7 @@ Reusable pieces: ``workloads`` (trace loading and generation), ``replay`` (repla
 ``(key, weight)`` trace through a cache), ``offline`` (Belady and size-aware offline references),
 ``libcachesim_ref`` (the same trace through libCacheSim), ``hitpath`` (interleaved timing);
 ``matrix`` (patterns x budgets x policies, run as ``python -m benchmarks.matrix``) uses them all.
-Each module is self-contained, so both ``from benchmarks.replay import replay`` (from the
-repository root) and ``import replay`` (with ``benchmarks/`` on ``sys.path``, as ``run.py`` does) work.
+Every script runs from the repository root as a module (``python -m benchmarks.matrix``,
+``python -m benchmarks.run``, ...); the tests import them the same way (pyproject's pytest
+``pythonpath``).
 """

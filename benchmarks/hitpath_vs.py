@@ -1,6 +1,6 @@
 """Hit path of the working tree's ByteCache beside an earlier commit's, interleaved in one run.
 
-    .venv/bin/python benchmarks/hitpath_vs.py BASE_REVISION [--rounds 40]
+    .venv/bin/python -m benchmarks.hitpath_vs BASE_REVISION [--rounds 40]
 
 Both versions are timed in the same rounds (``hitpath.measure``), so the ratio "working tree / base"
 is meaningful on a shared machine where absolute nanoseconds are not. A change that claims to leave
@@ -17,10 +17,9 @@ import sys
 import tarfile
 import tempfile
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import hitpath  # noqa: E402
+import bytecache
 
-import bytecache  # noqa: E402
+from . import hitpath
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANTS = [("lru", None), ("lru", 3600.0), ("tinylfu", None), ("tinylfu", 3600.0)]

@@ -29,10 +29,7 @@ from __future__ import annotations
 import heapq
 from typing import Hashable, Sequence
 
-try:
-    from .replay import hit_ratios
-except ImportError:  # imported as a top-level module, with benchmarks/ on sys.path (run.py)
-    from replay import hit_ratios
+from .replay import hit_ratios
 
 __all__ = ["next_uses", "belady", "belady_hits", "belady_size", "belady_size_hits", "upper_bound",
            "offline_reference"]

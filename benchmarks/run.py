@@ -2,8 +2,8 @@
 """Print the bytecache benchmark table (markdown): hit-path cost, hit ratios on weighted synthetic
 traces against offline references, and the public LIRS traces against libCacheSim.
 
-    python benchmarks/run.py            # full run, a few minutes
-    python benchmarks/run.py --quick    # smaller traces and fewer timing rounds, under a minute
+    python -m benchmarks.run            # full run, a few minutes
+    python -m benchmarks.run --quick    # smaller traces and fewer timing rounds, under a minute
 
 Needs ``cachetools``, ``libcachesim`` and ``numpy`` (the ``bench`` extra) besides bytecache itself.
 """
@@ -17,21 +17,13 @@ import sys
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-try:
-    import bytecache  # noqa: F401
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+import cachetools
 
-import cachetools  # noqa: E402
+import bytecache
+from bytecache import ByteCache
 
-from bytecache import ByteCache  # noqa: E402
-import hitpath  # noqa: E402
-import libcachesim_ref  # noqa: E402
-import offline  # noqa: E402
-import workloads  # noqa: E402
-from replay import Ticks, Weighted, replay, weight_of  # noqa: E402
+from . import hitpath, libcachesim_ref, offline, workloads
+from .replay import Ticks, Weighted, replay, weight_of
 
 COLUMNS = ["case", "ours: default", "ours: lru", "cachetools LRU", "libCacheSim LRU",
            "libCacheSim W-TinyLFU", "libCacheSim LIRS", "offline", "default % of offline", "target"]
@@ -178,7 +170,7 @@ def main(argv=None) -> int:
     lines += section_lirs(args.quick)
     print("\n".join(lines))
     import libcachesim
-    print(f"\n`python benchmarks/run.py{' --quick' if args.quick else ''}`: bytecache "
+    print(f"\n`python -m benchmarks.run{' --quick' if args.quick else ''}`: bytecache "
           f"{getattr(bytecache, '__version__', '?')}, cachetools {cachetools.__version__}, libcachesim "
           f"{libcachesim.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
           f"{time.monotonic() - t0:.0f} s")

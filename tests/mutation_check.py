@@ -213,6 +213,42 @@ MUTATIONS = [
         "W-TinyLFU judges a candidate on its count from before the sketch halved",
     ),
     Mutation(
+        "shadow-counts-our-hits-for-lru", "shadow.py",
+        "            self._trim()\n        self._score(-weight)",
+        "            self._trim()\n        self._score(weight)",
+        "the shadow LRU scores a hit only the policy made as a win for LRU",
+    ),
+    Mutation(
+        "shadow-never-trims-on-miss", "shadow.py",
+        "        if self.weight > self.max_weight:\n            self._trim()\n        if old is None:",
+        "        if old is None:",
+        "the shadow LRU holds more than the budget after a miss (LRU would hit keys it had dropped)",
+    ),
+    Mutation(
+        "tinylfu-lru-lead-ignored", "policies.py",
+        "            if lru_ahead and lru_would_hit:",
+        "            if False:",
+        "W-TinyLFU never turns to LRU, however far plain LRU leads",
+    ),
+    Mutation(
+        "tinylfu-stuck-in-lru", "policies.py",
+        "        return entry.prior > 2 * self.sketch.frequency(coldest.slots)",
+        "        return False",
+        "W-TinyLFU, once turned to LRU, never weighs its own frequency evidence again",
+    ),
+    Mutation(
+        "tinylfu-hits-not-shown-to-shadow", "policies.py",
+        "            self._shadow_keys.move_to_end(entry.key)",
+        "            pass",
+        "W-TinyLFU's hits leave the shadow LRU's recency order stale",
+    ),
+    Mutation(
+        "tinylfu-shadow-keeps-removed-keys", "policies.py",
+        "        self.shadow.discard(entry.key)  # deleted or expired: gone for an LRU too",
+        "        pass",
+        "a deleted or expired key stays in the shadow LRU (its return counts as LRU's hit)",
+    ),
+    Mutation(
         "sketch-never-halves", "sketch.py",
         "if self.additions >= self.sample_size:",
         "if False:",

@@ -1,18 +1,13 @@
 """The benchmark harness itself: offline references and replay must be right for the table to mean anything."""
 
-import os
-import sys
+import math
 
 import cachetools
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-
-import offline  # noqa: E402
-import workloads  # noqa: E402
-from replay import replay, weight_of  # noqa: E402
-
-from bytecache import ByteCache  # noqa: E402
+from benchmarks import matrix, offline, workloads
+from benchmarks.replay import replay, weight_of
+from bytecache import ByteCache
 
 
 def brute_force_optimum(trace, capacity):
@@ -75,14 +70,10 @@ def test_synthetic_workloads_are_deterministic():
 
 
 # -- the trace matrix -------------------------------------------------------------------------------
-import math  # noqa: E402
-
-from benchmarks import matrix  # noqa: E402
-from benchmarks import workloads as wl  # noqa: E402
 
 
 def test_scheduler_loops_read_the_next_keys_round_robin_twice_per_loop():
-    trace = wl.scheduler_loops(60, 2, per_loop=20)
+    trace = workloads.scheduler_loops(60, 2, per_loop=20)
     loops = [trace[i:i + 40] for i in range(0, len(trace), 40)]
     assert len(loops) == 2 * 60 // 20
     for n, loop in enumerate(loops):
@@ -93,24 +84,24 @@ def test_scheduler_loops_read_the_next_keys_round_robin_twice_per_loop():
     assert len(weights) == 60 and all(30_000 <= w <= 60_000 for w in weights.values())
     assert all(w == weights[k] for k, w in trace)  # a key keeps its weight
     with pytest.raises(ValueError, match="n_keys=50"):
-        wl.scheduler_loops(50, 1, per_loop=20)
+        workloads.scheduler_loops(50, 1, per_loop=20)
 
 
 def test_weight_generators_stay_in_their_range_and_unit_weights_are_one():
     import math
     import random
 
-    ws = wl.log_uniform_weights(20_000, 20_000_000)(4000, random.Random(0))
+    ws = workloads.log_uniform_weights(20_000, 20_000_000)(4000, random.Random(0))
     assert min(ws) >= 20_000 and max(ws) <= 20_000_000
     # log-uniform: as many keys per decade, so the median is near the geometric mean (632 kB)
     median = sorted(ws)[len(ws) // 2]
     assert abs(math.log10(median) - math.log10(math.sqrt(20_000 * 20_000_000))) < 0.1
-    assert wl.unit_weights(3, random.Random(0)) == [1, 1, 1]
-    assert {w for _, w in wl.zipf(50, 500, 1.0, weigh=wl.unit_weights)} == {1}
+    assert workloads.unit_weights(3, random.Random(0)) == [1, 1, 1]
+    assert {w for _, w in workloads.zipf(50, 500, 1.0, weigh=workloads.unit_weights)} == {1}
 
 
 def test_version_churn_never_reads_an_old_version_again():
-    trace = wl.version_churn(20, 3000, p_new_version=0.05, weigh=wl.log_uniform_weights(20_000, 20_000_000))
+    trace = workloads.version_churn(20, 3000, p_new_version=0.05, weigh=workloads.log_uniform_weights(20_000, 20_000_000))
     newest: dict = {}
     for (dag, version), _ in trace:
         assert version >= newest.get(dag, 0)
@@ -120,7 +111,7 @@ def test_version_churn_never_reads_an_old_version_again():
 
 def test_misses_per_loop_steady_state_and_settling_on_a_hand_checked_trace():
     # 4 keys, 2 per loop, unit weights: loops read (0 1 0 1), (2 3 2 3), (0 1 0 1), ...; 4 sweeps
-    trace = wl.scheduler_loops(4, 4, per_loop=2, weigh=wl.unit_weights)
+    trace = workloads.scheduler_loops(4, 4, per_loop=2, weigh=workloads.unit_weights)
     assert trace[:8] == [(0, 1), (1, 1), (0, 1), (1, 1), (2, 1), (3, 1), (2, 1), (3, 1)]
     p = matrix.Pattern("tiny", trace, 4, False, loop_len=4, loops_per_sweep=2)
     lru = matrix.ours_column("lru")
