@@ -250,12 +250,12 @@ def write_report(reason: str) -> None:
         return
     _state["reported"] = _state["reporting"] = True
     try:
-        _write_report(path, reason)
+        _write_report(reason)
     finally:
         _state["reporting"] = False
 
 
-def _write_report(path: str | None, reason: str) -> None:
+def _write_report(reason: str) -> None:
     if _trace is not None:
         # First: the deep walk below can take longer than the soak waits before its next SIGTERM,
         # and an exit in the middle of it would lose the trace's buffered (gzip) tail.
