@@ -476,8 +476,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         freezer = self.reclaimer.freezer
         if freezer is None:
             return 0
-        with self._cache._lock:
-            return sum(e.weight for e in self._cache._data.values() if e.value.freeze_epoch >= freezer.epoch)
+        return sum(weight for _, entry, weight in self._cache.weighed_items() if entry.freeze_epoch >= freezer.epoch)
 
     def _first_hit(self, entry: _Entry) -> None:
         # The warm-up: the first few DAGs to be served a second time are sampled (once the
