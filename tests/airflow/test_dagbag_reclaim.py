@@ -23,6 +23,7 @@ def make_bag(clock, **kwargs) -> ByteBoundedDagBag:
     kwargs.setdefault("revalidation_interval", 1e9)
     kwargs.setdefault("calibrator", Calibrator(warmup=1, every=1_000_000))
     kwargs.setdefault("policy", "lru")  # every lookup of the other DAG evicts: churn, no luck
+    kwargs.setdefault("reclaim_first_pause_ms", lambda: 0.0)  # collections from t=0 (the estimate: test_reclaim.py)
     return ByteBoundedDagBag(load_op_links=False, timer=clock, **kwargs)
 
 

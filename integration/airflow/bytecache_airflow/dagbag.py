@@ -52,7 +52,7 @@ from bytecache.measure import Calibrator
 from bytecache.workingset import WorkingSet
 
 from bytecache_airflow.freezing import HeapFreezer
-from bytecache_airflow.reclaim import Reclaimer
+from bytecache_airflow.reclaim import Reclaimer, resident_pause_prior_ms
 from bytecache_airflow.settings import DEFAULT_MAX_BYTES, DEFAULT_POLICY
 from bytecache_airflow.snapshot import BagSnapshot, CachedDag
 from bytecache_airflow.weighing import (
@@ -165,6 +165,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         reclaim_min_interval: float = 30.0,
         reclaim_hard_min_interval: float = 10.0,
         reclaim_max_time_share: float = 0.01,
+        reclaim_first_pause_ms: Callable[[], float] = resident_pause_prior_ms,
         gc_freeze: bool = False,
         refreeze_max_age: float = 300.0,
         critical_sections: frozenset[str] = SCHEDULER_CRITICAL_SECTIONS,
@@ -194,6 +195,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             min_interval=reclaim_min_interval,
             hard_min_interval=reclaim_hard_min_interval,
             max_time_share=reclaim_max_time_share,
+            first_pause_ms=reclaim_first_pause_ms,
             timer=timer,
             on_collect=self._on_collect,
             on_trim=self._on_trim,
