@@ -125,7 +125,7 @@ def test_rejects_a_dag_heavier_than_the_budget(airflow_db):
         assert bag.cache.stats().rejections == 1 and len(bag.cache) == 0
 
 
-def test_version_churn_old_version_expires_by_ttl(airflow_db):
+def test_a_run_that_moves_to_a_new_version_drops_the_superseded_one_at_once(airflow_db):
     dags_dir = airflow_db["dags"]
     dag_id = "churn"
     path = helpers.write_dag_file(dags_dir, dag_id, 20, doc="v1")
@@ -133,12 +133,13 @@ def test_version_churn_old_version_expires_by_ttl(airflow_db):
     helpers.create_running_run(dag_id)  # its task instances pin v1: a rewrite makes a new version
     v1 = helpers.latest_version_id(dag_id)
 
-    clock = helpers.FakeClock()
-    bag = make_bag(clock, ttl=300, maintenance_interval=1)
+    bag = make_bag(ttl=3600)
     with create_session() as session:
         run = helpers.get_run(session, dag_id)
         assert bag.get_dag_for_run(run, session=session).doc_md == "v1"
         assert list(bag.cache) == [v1]
+    v1_weight = bag.cache.weight_of(v1)
+    pending = bag.reclaimer.refresh()
 
     helpers.write_dag_file(dags_dir, dag_id, 20, doc="v2")
     helpers.parse_and_sync(path)
@@ -147,16 +148,34 @@ def test_version_churn_old_version_expires_by_ttl(airflow_db):
 
     with create_session() as session:
         run = helpers.get_run(session, dag_id)
-        clock.advance(200)
-        # the unversioned dags-folder bundle resolves the run to the latest version: a miss
+        # the unversioned dags-folder bundle resolves the run to the latest version: v1 is done with
         assert bag.get_dag_for_run(run, session=session).doc_md == "v2"
-        assert set(bag.cache) == {v1, v2}
-        for _ in range(3):  # v2 stays in use; v1 goes idle
+        assert list(bag.cache) == [v2] and bag.currsize == bag.cache.weight_of(v2)
+        assert bag.superseded_dropped == 1 and bag.snapshot().superseded == 1
+        assert bag.reclaimer.refresh() == pending + v1_weight  # dropped is not freed: awaits a collection
+        assert bag.get_dag_for_run(run, session=session).doc_md == "v2"  # a hit supersedes nothing more
+        assert bag.superseded_dropped == 1 and counters(bag) == (2, 1)
+
+        # a run pinned to a bundle version (a versioned bundle) reads the version it was created
+        # with, and an older run's version is not superseded by a newer one
+        run.bundle_version = "pinned"
+        assert bag.get_dag_for_run(run, session=session).doc_md == "v1"
+        assert set(bag.cache) == {v1, v2} and bag.superseded_dropped == 1
+        session.rollback()
+
+
+def test_a_version_no_run_reads_any_more_expires_by_ttl(airflow_db):
+    clock = helpers.FakeClock()
+    bag = make_bag(clock, ttl=300, maintenance_interval=1)
+    with create_session() as session:
+        idle, busy = (helpers.get_run(session, airflow_db["dags_by_size"][n]) for n in (10, 100))
+        bag.get_dag_for_run(idle, session=session)
+        for _ in range(4):  # the busy DAG stays in use; the idle one goes past the TTL
             clock.advance(100)
-            assert bag.get_dag_for_run(run, session=session).doc_md == "v2"
-    assert list(bag.cache) == [v2]
-    assert bag.cache.stats().evictions_expired == 1
-    assert bag.currsize == bag.cache.weight_of(v2)
+            bag.get_dag_for_run(busy, session=session)
+    assert list(bag.cache) == [helpers.latest_version_id(busy.dag_id)]
+    assert bag.cache.stats().evictions_expired == 1 and bag.superseded_dropped == 0
+    assert bag.currsize == bag.cache.weight_of(helpers.latest_version_id(busy.dag_id))
 
 
 def test_in_place_rewrite_picked_up_after_revalidation_window(airflow_db):

@@ -72,6 +72,7 @@ deserialize_dag = _RELEASE.deserialize_dag
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from airflow.models.dagrun import DagRun
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.serialization.definitions.dag import SerializedDAG
 
@@ -219,6 +220,9 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         self._last_full_send = timer()
         self._maintaining = threading.Lock()
         self._samples_lock = threading.Lock()
+        # dag_id -> the version its runs without a bundle version last resolved to (its latest)
+        self._latest_versions: dict[str, UUID] = {}
+        self.superseded_dropped = 0  # cached versions dropped because a run moved to a newer one
         # The maintenance thread starts with the first lookup's housekeeping, not here: the
         # scheduler builds its bag before its executor starts, and LocalExecutor forks all its
         # workers at start -- a fork in a process with a second thread is what Python 3.12+
@@ -270,6 +274,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             loads=s.loads,
             rejections=s.rejections,
             evictions=s.evictions_size + s.evictions_expired,
+            superseded=self.superseded_dropped,
             weighing=self.weighing_state(),
             reclaim=self.reclaim_state(),
             working_set_bytes=working_set.bytes,
@@ -375,6 +380,33 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         except _NotFound:
             return None, True
         return entry, loaded
+
+    def get_dag_for_run(self, dag_run: DagRun, session: Session) -> SerializedDAG | None:
+        """Airflow's read (the version the run resolves to, each release line's own rule), with
+        one addition: a run without a bundle version of its own resolves to its DAG's latest
+        version, so once one such run resolves to a new version, the DAG's previous version is
+        one no run of it reads again -- it leaves the cache before the new one is loaded, so the
+        new one takes its room instead of a live entry's, rather than waiting for the TTL (an
+        hour by default) or for the policy to find it cold. A run pinned to a bundle version
+        (versioned bundles) supersedes nothing: older runs may still read older versions."""
+        resolved = self._version_from_dag_run(dag_run=dag_run, session=session)
+        if not resolved:
+            return None
+        version_id = getattr(resolved, "id", resolved)  # 3.1 resolves to a DagVersion, 3.2+ to its id
+        if not dag_run.bundle_version:
+            self._supersede(dag_run.dag_id, version_id)
+        return self._get_dag(version_id=version_id, session=session)
+
+    def _supersede(self, dag_id: str, version_id: UUID | str) -> None:
+        if isinstance(version_id, str):
+            version_id = UUID(version_id)
+        previous = self._latest_versions.get(dag_id)
+        if previous == version_id:
+            return
+        self._latest_versions[dag_id] = version_id
+        if previous is not None and self._cache.pop(previous, None) is not None:
+            self.superseded_dropped += 1
+            stats.incr(f"{self._stats_prefix}.cache_evictions_superseded")
 
     def _get_dag(self, version_id: UUID | str, session: Session) -> SerializedDAG | None:
         if isinstance(version_id, str):

@@ -38,6 +38,7 @@ class BagSnapshot:
     working_set_bytes: int = 0
     working_set_entries: int = 0
     working_set_window: float | None = None  # seconds; None until a version was read twice
+    superseded: int = 0  # versions dropped because their DAG's runs resolved to a newer one
 
     def to_dict(self) -> dict:
         return asdict(self)
