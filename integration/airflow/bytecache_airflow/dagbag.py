@@ -731,14 +731,18 @@ class _Maintainer:
 
     @classmethod
     def stop_for_fork(cls) -> None:
-        with cls._lock:
+        started = time.monotonic()
+        if not cls._lock.acquire(timeout=cls.fork_wait_limit):
+            return  # held by a thread that waits on this one: fork as things are
+        try:
             thread = cls._thread
             if thread is None or thread is threading.current_thread() or not thread.is_alive():
                 return
             cls._stop.set()
             cls._thread = None
             cls._stopped_for_fork = True
-        started = time.monotonic()
+        finally:
+            cls._lock.release()
         deadline = started + cls.fork_wait_limit
         thread.join(cls.fork_wait_limit)
         task = f"/proc/self/task/{thread.native_id}"
