@@ -13,7 +13,9 @@ fork of the process, the way the standard library's ``logging`` guards its own l
   (that object's state may be half-changed; counted in :data:`stats`), and calls the object's
   ``after_in_child`` hook -- a cache forgets its in-flight loads there.
 
-Standard library only; on a platform without ``os.register_at_fork`` nothing happens.
+A thread that forks while it holds a registered ``threading.Lock`` waits :data:`WAIT_LIMIT` for
+itself (an ``RLock`` it holds is simply taken again). Standard library only; on a platform
+without ``os.register_at_fork`` nothing happens.
 """
 
 from __future__ import annotations
