@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import MutableMapping
 from typing import Any, Callable, Hashable, Iterator
 
+from . import forksafe
 from .policies import DEFAULT_POLICY, make_policy
 from .sizes import parse_size
 from .stats import CacheStats, EvictionCause
@@ -121,6 +122,12 @@ class ByteCache(MutableMapping):
         self._lock = threading.RLock()
         self._flights: dict[Hashable, _Flight] = {}
         self._record_access = self._policy.record_access if self._policy is not None else None
+        forksafe.register(self, "_lock", after_in_child=ByteCache._forget_flights)
+
+    def _forget_flights(self) -> None:
+        # In a forked child: the threads loading these keys stayed in the parent, so nobody
+        # would ever land them; the next caller for such a key loads it itself.
+        self._flights = {}
 
     # -- the weighing interface, as in cachetools -------------------------------------------
     @property

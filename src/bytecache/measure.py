@@ -20,6 +20,8 @@ import time
 import types
 from typing import Any, Callable, Iterable, Mapping
 
+from . import forksafe
+
 __all__ = ["deep_sizeof", "walk_sizeof", "LinearFit", "Calibrator"]
 
 # Shared, process-wide objects a value may reference but does not own.
@@ -290,6 +292,7 @@ class Calibrator:
         self.min_feature_samples = min_feature_samples
         self.timer = timer
         self._lock = threading.Lock()
+        forksafe.register(self, "_lock")
         self._started = timer()
         self.seen = 0
         self.skipped_for_time = 0
@@ -366,9 +369,6 @@ class Calibrator:
             return False
         self.measure_and_record(obj, features)
         return True
-
-    def reset_locks_after_fork(self) -> None:
-        self._lock = threading.Lock()
 
     def state(self) -> dict:
         with self._lock:

@@ -21,6 +21,8 @@ import threading
 from collections import deque
 from typing import Hashable, NamedTuple
 
+from . import forksafe
+
 __all__ = ["WorkingSet", "WorkingSetEstimate"]
 
 
@@ -65,9 +67,7 @@ class WorkingSet:
         self._gaps: deque[float] = deque(maxlen=samples)
         # readers touch while a maintenance thread estimates (and prunes)
         self._lock = threading.Lock()
-
-    def reset_locks_after_fork(self) -> None:
-        self._lock = threading.Lock()
+        forksafe.register(self, "_lock")
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -153,6 +153,7 @@ def locks_owned_by(*roots) -> list:
     return list(found.values())
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the holder thread, on purpose
 def test_after_fork_every_lock_the_bag_owns_is_free_in_the_child(airflow_db):
     """Python 3.12+ warns when a process with threads forks (LocalExecutor re-forks a dead worker
     while the maintenance thread runs): the child must get no lock another thread held. The

@@ -47,7 +47,7 @@ from uuid import UUID
 
 from sqlalchemy import Text, cast, func, select
 
-from bytecache import ByteCache, EvictionCause, format_size
+from bytecache import ByteCache, EvictionCause, forksafe, format_size
 from bytecache.measure import Calibrator
 from bytecache.workingset import WorkingSet
 
@@ -223,13 +223,14 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         # dag_id -> the version its runs without a bundle version last resolved to (its latest)
         self._latest_versions: dict[str, UUID] = {}
         self.superseded_dropped = 0  # cached versions dropped because a run moved to a newer one
+        # A forked child (LocalExecutor forks the scheduler) gets these free, and Airflow's bag
+        # lock; the cache, calibrator, working set and reclaimer guard their own.
+        forksafe.register(self, "_maintaining", "_samples_lock", "_lock", after_in_child=ByteBoundedDagBag._after_fork_in_child)
         # The maintenance thread starts with the first lookup's housekeeping, not here: the
         # scheduler builds its bag before its executor starts, and LocalExecutor forks all its
-        # workers at start -- a fork in a process with a second thread is what Python 3.12+
-        # warns about (and what can leave a lock held in the child).
+        # workers at start. Later forks stop the thread first (_Maintainer).
         self._background = background
         self._registered = False
-        _LIVE_BAGS.add(self)
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -568,16 +569,9 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
                 changed += 1
         return changed
 
-    def reset_locks_after_fork(self) -> None:
-        self._maintaining = threading.Lock()
-        self._samples_lock = threading.Lock()
-        self._queued_samples = []
-        self._lock = threading.RLock()  # Airflow's bag lock (clear_cache, revalidation)
-        self._cache._lock = threading.RLock()
-        self._cache._flights = {}  # loads in flight in the parent's other threads never land here
-        self.calibrator.reset_locks_after_fork()
-        self.reclaimer.reset_locks_after_fork()
-        self.working_set.reset_locks_after_fork()
+    def _after_fork_in_child(self) -> None:
+        self._queued_samples = []  # the parent measures them; the child need not hold the DAGs
+        self._registered = False  # the parent's maintenance thread is not here: the next lookup starts one
 
     def _reclaim_budget(self) -> int:
         maxsize = self._cache.maxsize
@@ -722,50 +716,101 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
 
 
 class _Maintainer:
-    """One daemon thread per process that maintains every live bag once a second."""
+    """One daemon thread per process that maintains every live bag once a second.
+
+    Not running at a fork: a fork stops it first and the parent starts it again after, so the
+    child gets no lock it holds, and Python 3.12+ does not count it when it warns about forking
+    a multi-threaded process. The fork waits for a maintenance step under way to end (a
+    collection holds the GIL anyway) and for the OS thread to be gone -- ``join()`` returns
+    a moment before it is, and the warning counts OS threads -- at most ``fork_wait_limit``
+    seconds; past that it forks anyway (the locks are still reset in the child)."""
 
     interval = 1.0
+    fork_wait_limit = 0.5
     _bags: weakref.WeakSet[ByteBoundedDagBag] = weakref.WeakSet()
     _lock = threading.Lock()
     _thread: threading.Thread | None = None
-    _pid: int | None = None
+    _stop = threading.Event()
+    _stopped_for_fork = False
+    #: fork waits in this process: count, last and longest in seconds, and forks the thread
+    #: outlived (the limit ran out)
+    fork_waits = 0
+    last_fork_wait = 0.0
+    max_fork_wait = 0.0
+    forks_with_thread = 0
 
     @classmethod
     def register(cls, bag: ByteBoundedDagBag) -> None:
         with cls._lock:
             cls._bags.add(bag)
-            if cls._thread is None or cls._pid != os.getpid() or not cls._thread.is_alive():
-                cls._pid = os.getpid()
-                cls._thread = threading.Thread(target=cls._run, name="bytecache-dagbag-maintenance", daemon=True)
-                cls._thread.start()
+            if cls._thread is None or not cls._thread.is_alive():
+                cls._start_locked()
 
     @classmethod
-    def _run(cls) -> None:
-        stop = threading.Event()
+    def _start_locked(cls) -> None:
+        cls._stop = threading.Event()
+        cls._thread = threading.Thread(target=cls._run, args=(cls._stop,), name="bytecache-dagbag-maintenance", daemon=True)
+        cls._thread.start()
+
+    @classmethod
+    def _run(cls, stop: threading.Event) -> None:
         while not stop.wait(cls.interval):
-            if cls._pid != os.getpid():
-                return
             for bag in list(cls._bags):
+                if stop.is_set():
+                    return  # a fork is waiting
                 try:
                     bag.maintain()
                 except Exception:  # never let maintenance kill the thread
                     log.exception("bytecache: DAG bag maintenance failed")
 
+    @classmethod
+    def stop_for_fork(cls) -> None:
+        started = time.monotonic()
+        if not cls._lock.acquire(timeout=cls.fork_wait_limit):
+            return  # held by a thread that waits on this one: fork as things are
+        try:
+            thread = cls._thread
+            if thread is None or thread is threading.current_thread() or not thread.is_alive():
+                return
+            cls._stop.set()
+            cls._thread = None
+            cls._stopped_for_fork = True
+        finally:
+            cls._lock.release()
+        deadline = started + cls.fork_wait_limit
+        thread.join(cls.fork_wait_limit)
+        task = f"/proc/self/task/{thread.native_id}"
+        while os.path.exists(task) and time.monotonic() < deadline:
+            time.sleep(0.0001)  # the OS thread ends right after join() returns
+        waited = time.monotonic() - started
+        cls.fork_waits += 1
+        cls.last_fork_wait = waited
+        cls.max_fork_wait = max(cls.max_fork_wait, waited)
+        if thread.is_alive() or os.path.exists(task):
+            cls.forks_with_thread += 1
 
-#: Every bag of this process, for the lock reset in a forked child.
-_LIVE_BAGS: weakref.WeakSet[ByteBoundedDagBag] = weakref.WeakSet()
+    @classmethod
+    def restart_after_fork(cls) -> None:
+        with cls._lock:
+            if cls._stopped_for_fork:
+                cls._stopped_for_fork = False
+                if cls._bags:
+                    cls._start_locked()
+
+    @classmethod
+    def forget_after_fork(cls) -> None:
+        """In the child: the parent's thread maintains the parent's bags; a bag the child uses
+        starts the child's own thread at its next lookup."""
+        cls._thread = None
+        cls._stopped_for_fork = False
+        cls._bags = weakref.WeakSet()
 
 
-def _reset_after_fork() -> None:
-    """In a forked child (LocalExecutor forks the scheduler while the maintenance thread may hold
-    a lock): only the forking thread survives, so every lock another thread held stays locked
-    forever. Give each live bag, and the maintainer, fresh ones; the child starts its own thread
-    if it builds or registers a bag."""
-    _Maintainer._lock = threading.Lock()
-    _Maintainer._thread = None
-    _Maintainer._bags = weakref.WeakSet()  # the parent's thread maintains them, not the child's
-    for bag in list(_LIVE_BAGS):
-        bag.reset_locks_after_fork()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
+forksafe.register(_Maintainer, "_lock")
+# Registered after bytecache.forksafe's hooks, so the thread stops before the locks are taken
+# (CPython runs ``before`` hooks last-registered first, the others first-registered first).
+os.register_at_fork(
+    before=_Maintainer.stop_for_fork,
+    after_in_parent=_Maintainer.restart_after_fork,
+    after_in_child=_Maintainer.forget_after_fork,
+)

@@ -34,6 +34,8 @@ import gc
 import threading
 from collections.abc import Callable
 
+from bytecache import forksafe
+
 __all__ = ["HeapFreezer"]
 
 
@@ -43,6 +45,9 @@ class _ProcessFreeze:
     epoch = 0  # refreezes so far, by any bag's freezer
     frozen_objects = 0  # the freeze count right after the last one, lowered as frozen objects are freed
     lock = threading.Lock()
+
+
+forksafe.register(_ProcessFreeze, "lock")
 
 
 class HeapFreezer:

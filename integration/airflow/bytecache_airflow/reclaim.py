@@ -52,6 +52,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from bytecache import forksafe
+
 from bytecache_airflow.freezing import HeapFreezer
 
 __all__ = ["Reclaimer", "malloc_trim", "percentile", "resident_pause_prior_ms"]
@@ -157,6 +159,7 @@ class Reclaimer:
         self._freezer = freezer
         self._collect = freezer.collect if freezer is not None else collect
         self._lock = threading.Lock()
+        forksafe.register(self, "_lock", after_in_child=Reclaimer._after_fork_in_child)
         self._collecting = False
         self.uncollected = 0  # bytes evicted since the last full collection, not frozen
         self.frozen_uncollected = 0  # bytes evicted since our last collection that were frozen
@@ -181,10 +184,8 @@ class Reclaimer:
         self.held_peak_budget = 0  # the budget at that moment
         self.held_ticks = [0] * (len(HELD_RATIO_EDGES) + 1)  # ticks by live + uncollected per budget
 
-    def reset_locks_after_fork(self) -> None:
-        """In a forked child: a lock held by another thread of the parent would never be released."""
-        self._lock = threading.Lock()
-        self._collecting = False
+    def _after_fork_in_child(self) -> None:
+        self._collecting = False  # a collection in another thread of the parent does not go on here
 
     @property
     def freezer(self) -> HeapFreezer | None:
