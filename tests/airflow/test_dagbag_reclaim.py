@@ -15,6 +15,7 @@ from airflow.utils.session import create_session
 
 from bytecache.measure import Calibrator
 from bytecache_airflow.dagbag import ByteBoundedDagBag
+from bytecache_airflow.freezing import FREEZE_NOISE
 
 
 def make_bag(clock, **kwargs) -> ByteBoundedDagBag:
@@ -311,7 +312,8 @@ def test_without_gc_freeze_a_reclaim_freezes_nothing(airflow_db, no_automatic_gc
         clock.advance(60)
         bag.maintain()
         dag = bag.get_dag_for_run(runs[0], session=session)
-    assert bag.reclaimer.collections == 1 and not frozen(dag) and gc.get_freeze_count() == 0
+    # nothing of ours is frozen (Python 3.12+ keeps a few hundred immortal objects there anyway)
+    assert bag.reclaimer.collections == 1 and not frozen(dag) and gc.get_freeze_count() <= FREEZE_NOISE
     assert bag.snapshot().reclaim["gc_freeze"] is False
 
 
@@ -358,7 +360,7 @@ def test_a_local_executor_style_unfreeze_is_noticed_and_refrozen(airflow_db, no_
     bag, runs, big = frozen_bag(airflow_db, clock, max_bytes="64MiB")
     clock.advance(60)
     bag.maintain()  # a tick between (nothing is due)
-    scheduler_objects = [[] for _ in range(100)]  # the scheduler allocates between ticks
+    scheduler_objects = [[] for _ in range(5000)]  # the scheduler allocates between ticks (a loop: tens of thousands)
     gc.freeze()  # the executor's freeze, before its forks: no refreeze may undo it
     bag.reclaimer.freezer._frozen_at -= 1e6  # even if one were due
     bag.maintain()

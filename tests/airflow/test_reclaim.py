@@ -8,6 +8,7 @@ import gc
 import airflow_helpers as helpers
 import pytest
 
+from bytecache_airflow.freezing import PERMANENT_FREEZE_AFTER
 from bytecache_airflow.reclaim import FIRST_PAUSE_MS_PER_MIB, Reclaimer, malloc_trim, percentile, resident_pause_prior_ms
 
 
@@ -186,13 +187,48 @@ def test_no_collection_while_the_heap_is_frozen():
     rc = make_reclaimer(clock, soft_fraction=0.5, hard_fraction=0.5)
     clock.advance(60)
     rc.add(600)
+    objects = [[] for _ in range(5000)]  # allocated since the last collection: the freeze takes them
     gc.freeze()
     try:
         assert rc.wanted() and rc.allowed() and rc.maybe_collect() is None
         assert rc.collections == 0 and rc.uncollected == 600
     finally:
         gc.unfreeze()
+        del objects
     assert rc.maybe_collect() is not None and rc.uncollected == 0
+
+
+def test_what_was_frozen_before_the_reclaimer_is_its_baseline():
+    """Python 3.12+ keeps its immortal objects in the permanent generation (the freeze count is
+    never 0 there), and an application may freeze its start-up objects for good: neither is a
+    fork's freeze in progress, and neither may stop reclaim (against zero, it never collected)."""
+    clock = helpers.FakeClock()
+    gc.freeze()
+    try:
+        rc = make_reclaimer(clock, soft_fraction=0.5, hard_fraction=0.5)
+        clock.advance(60)
+        rc.add(600)
+        assert rc.maybe_collect() is not None and rc.uncollected == 0
+    finally:
+        gc.unfreeze()
+
+
+def test_a_freeze_that_lasts_is_taken_for_the_applications_own(no_automatic_gc):
+    clock = helpers.FakeClock()
+    rc = make_reclaimer(clock, soft_fraction=0.5, hard_fraction=0.5)
+    objects = [[] for _ in range(5000)]  # what the freeze below adds to the permanent generation
+    clock.advance(60)
+    rc.add(600)
+    gc.freeze()
+    try:
+        assert rc.maybe_collect() is None  # a fork's freeze, for all it knows
+        clock.advance(PERMANENT_FREEZE_AFTER - 1)
+        assert rc.maybe_collect() is None and rc.uncollected == 600
+        clock.advance(1)
+        assert rc.maybe_collect() is not None and rc.uncollected == 0  # it lasted: the application's
+    finally:
+        gc.unfreeze()
+        del objects
 
 
 def ticking_reclaimer(clock, *, pause: float, **kwargs) -> Reclaimer:

@@ -36,7 +36,50 @@ from collections.abc import Callable
 
 from bytecache import forksafe
 
-__all__ = ["HeapFreezer"]
+__all__ = ["HeapFreezer", "FreezeWatch", "PERMANENT_FREEZE_AFTER"]
+
+#: A foreign freeze still in place after this many seconds is an application's own (frozen at its
+#: start-up and kept), not a fork's: it becomes the baseline rather than stop reclaim for good.
+PERMANENT_FREEZE_AFTER = 60.0
+
+
+#: How far the freeze count moves without anyone's ``gc.freeze()``: Python 3.12+ moves its immortal
+#: objects (deep-frozen standard-library constants) into the permanent generation at its first
+#: collection (375 in a bare 3.12.1; 0 on 3.11), so the count is never 0 there; a freeze adds every
+#: tracked object allocated since the last one (a scheduler loop allocates tens of thousands).
+FREEZE_NOISE = 1000
+
+
+class FreezeWatch:
+    """Whether someone else's ``gc.freeze()`` is in progress: the freeze count is above the
+    baseline (what was frozen when we last knew nobody was freezing: immortal objects, a freeze
+    made before us, our own refreeze) by more than :data:`FREEZE_NOISE`, and has not stayed there
+    for :data:`PERMANENT_FREEZE_AFTER` seconds. The baseline follows the count down as frozen
+    objects are freed."""
+
+    def __init__(self, timer: Callable[[], float], baseline: int | None = None) -> None:
+        self._timer = timer
+        self.baseline = gc.get_freeze_count() if baseline is None else baseline
+        self._above_since: float | None = None
+        self.permanent_seen = 0  # foreign freezes taken as the new baseline
+
+    def rebase(self, count: int) -> None:
+        self.baseline, self._above_since = count, None
+
+    def in_progress(self) -> bool:
+        count = gc.get_freeze_count()
+        if count <= self.baseline + FREEZE_NOISE:
+            self.baseline = min(self.baseline, count)
+            self._above_since = None
+            return False
+        now = self._timer()
+        if self._above_since is None:
+            self._above_since = now
+        elif now - self._above_since >= PERMANENT_FREEZE_AFTER:
+            self.rebase(count)
+            self.permanent_seen += 1
+            return False
+        return True
 
 
 class _ProcessFreeze:
@@ -67,6 +110,10 @@ class HeapFreezer:
         self.undone_seen = 0  # times someone else's gc.unfreeze() undid ours
         self._frozen_at: float | None = None
         self._undone_epoch = -1
+        # frozen before any refreeze of ours: immortal objects (3.12+) or someone's lasting freeze
+        self._floor = gc.get_freeze_count()
+        self._watch = FreezeWatch(timer, baseline=self._floor)
+        self._watched_epoch = _ProcessFreeze.epoch
 
     @property
     def epoch(self) -> int:
@@ -92,7 +139,8 @@ class HeapFreezer:
         """Whether an ``unfreeze`` by someone else emptied the permanent generation since the last refreeze."""
         if self._undone_epoch == self.epoch:
             return True
-        if self.epoch and self.frozen_objects and not gc.get_freeze_count():
+        floor = self._floor + FREEZE_NOISE
+        if self.epoch and self.frozen_objects > floor and gc.get_freeze_count() <= floor:
             self._undone_epoch = self.epoch
             self.undone_seen += 1
             return True
@@ -104,10 +152,12 @@ class HeapFreezer:
         freeze adds every object of the three generations."""
         count = gc.get_freeze_count()
         with _ProcessFreeze.lock:
-            if 0 < count <= _ProcessFreeze.frozen_objects:
+            if self._floor + FREEZE_NOISE < count <= _ProcessFreeze.frozen_objects:
                 _ProcessFreeze.frozen_objects = count
-                return False
-        return count > self.frozen_objects
+            if self._watched_epoch != _ProcessFreeze.epoch:  # a refreeze (any bag's) since we looked
+                self._watched_epoch = _ProcessFreeze.epoch
+                self._watch.rebase(_ProcessFreeze.frozen_objects)
+        return self._watch.in_progress()
 
     def refreeze_due(self) -> bool:
         """Never frozen, undone by someone else, or the last freeze is ``max_age`` seconds old."""

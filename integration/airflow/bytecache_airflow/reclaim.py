@@ -54,7 +54,7 @@ from collections.abc import Callable
 
 from bytecache import forksafe
 
-from bytecache_airflow.freezing import HeapFreezer
+from bytecache_airflow.freezing import FreezeWatch, HeapFreezer
 
 __all__ = ["Reclaimer", "malloc_trim", "percentile", "resident_pause_prior_ms"]
 
@@ -158,6 +158,7 @@ class Reclaimer:
         self._on_trim = on_trim  # every trim, whether after our collection or after Python's
         self._freezer = freezer
         self._collect = freezer.collect if freezer is not None else collect
+        self._freeze_watch = FreezeWatch(timer)  # without a freezer of our own
         self._lock = threading.Lock()
         forksafe.register(self, "_lock", after_in_child=Reclaimer._after_fork_in_child)
         self._collecting = False
@@ -278,10 +279,13 @@ class Reclaimer:
         if not self.allowed():
             self.deferred_for_time += 1
             return None
-        if self._freezer.foreign_freeze() if self._freezer is not None else gc.get_freeze_count():
+        if self._freezer.foreign_freeze() if self._freezer is not None else self._freeze_watch.in_progress():
             # Between gc.freeze() and gc.unfreeze() (LocalExecutor around its forks) the evicted
             # DAGs sit in the permanent generation: a collection would free none of them (and a
-            # refreeze would unfreeze what the fork's copy-on-write wants frozen).
+            # refreeze would unfreeze what the fork's copy-on-write wants frozen). Judged against
+            # a baseline, not zero: Python 3.12+ always has immortal objects frozen (this check
+            # against zero stopped every collection there), and a freeze that lasts is an
+            # application's own, which must not stop reclaim for good.
             return None
         with self._lock:
             if self._collecting:
