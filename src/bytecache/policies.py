@@ -70,6 +70,9 @@ class LRUPolicy:
 
 
 WINDOW, PROBATION, PROTECTED = 0, 1, 2
+# The waiting candidates together may weigh this share of the budget; beyond it an undecided
+# candidate stays in probation as a resident (see ``WTinyLFUPolicy._hold_over``).
+WAITING_SHARE = 0.05
 
 
 class WTinyLFUPolicy:
@@ -212,6 +215,7 @@ class WTinyLFUPolicy:
         # Candidates no write had to judge, still in probation (oldest first): the first to go
         # when room is needed and no candidate is left.
         self._waiting: OrderedDict[Any, Any] = OrderedDict()
+        self._waiting_weight = 0
         self.resize_window(self.min_window)
 
     def resize_window(self, weight: float) -> None:
@@ -328,6 +332,8 @@ class WTinyLFUPolicy:
 
     def reweigh(self, entry, old_weight: int) -> None:
         delta = entry.weight - old_weight
+        if entry.key in self._waiting:
+            self._waiting_weight += delta
         if entry.segment == WINDOW:
             self.window_weight += delta
         elif entry.segment == PROTECTED:
@@ -342,6 +348,8 @@ class WTinyLFUPolicy:
         """The entry's weight changed in place (not a use): its segment's weight follows; a
         window or protected segment now over its share lets go as it does after a write."""
         delta = entry.weight - old_weight
+        if entry.key in self._waiting:
+            self._waiting_weight += delta
         self.shadow.reweigh(entry.key, entry.weight)
         if entry.segment == WINDOW:
             self.window_weight += delta
@@ -363,7 +371,7 @@ class WTinyLFUPolicy:
             self.window_weight -= entry.weight
         elif segment == PROBATION:
             del self.probation[entry.key]
-            self._waiting.pop(entry.key, None)
+            self._stop_waiting(entry)
         else:
             del self.protected[entry.key]
             self.protected_weight -= entry.weight
@@ -378,6 +386,7 @@ class WTinyLFUPolicy:
         self.window_weight = self.protected_weight = 0
         self._candidates = []
         self._waiting.clear()
+        self._waiting_weight = 0
         self._newest = None
 
     def segments(self) -> dict[str, tuple[list, int]]:
@@ -404,7 +413,7 @@ class WTinyLFUPolicy:
 
     def _promote(self, entry) -> None:
         del self.probation[entry.key]
-        self._waiting.pop(entry.key, None)
+        self._stop_waiting(entry)
         entry.segment = PROTECTED
         self.protected[entry.key] = entry
         self.protected_weight += entry.weight
@@ -464,13 +473,25 @@ class WTinyLFUPolicy:
         (before, they counted as admitted, and the room came from the coldest resident -- in a
         sweep the key read next)."""
         probation, waiting = self.probation, self._waiting
+        room = WAITING_SHARE * self.maxsize
         for entry in undecided:
+            if self._waiting_weight >= room:
+                break  # the rest stay in probation as residents: see the class docstring
             # The entry just written again is not held over: it is never its own write's victim.
             if probation.get(entry.key) is entry and entry is not self._newest:
                 waiting[entry.key] = entry
+                self._waiting_weight += entry.weight
+
+    def _stop_waiting(self, entry) -> None:
+        if self._waiting.pop(entry.key, None) is not None:
+            self._waiting_weight -= entry.weight
 
     def _oldest_waiting(self):
-        return self._waiting.popitem(last=False)[1] if self._waiting else None
+        if not self._waiting:
+            return None
+        entry = self._waiting.popitem(last=False)[1]
+        self._waiting_weight -= entry.weight
+        return entry
 
     def _let_go(self, entry, rejected: bool = False) -> None:
         """Detach a victim and remember it in the ghost of the space it could not keep."""
@@ -494,7 +515,9 @@ class WTinyLFUPolicy:
 
     def _most_recent_in_main(self):
         if self._waiting:
-            return self._waiting.popitem()[1]
+            entry = self._waiting.popitem()[1]
+            self._waiting_weight -= entry.weight
+            return entry
         for segment in (self.probation, self.protected):
             for entry in reversed(segment.values()):
                 return entry
