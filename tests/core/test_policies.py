@@ -391,16 +391,16 @@ def test_a_heavy_write_that_would_lose_admission_borrows_from_the_most_recent_re
     for e in residents:
         policy.add(e)
         policy.record_access(e)  # each used twice: the sketch rates them above a newcomer
-    heavy = Entry("heavy", weight=20)
+    heavy = Entry("heavy", weight=40)
     policy.add(heavy)
     waiting = list(policy._waiting.values())  # undecided candidates go first, whatever their age
-    victims = policy.evict(20)
+    victims = policy.evict(40)
     assert heavy not in victims  # read-your-writes
     # then not the oldest residents (in a sweep, the keys read next) but the most recently used ones
     settled = [v for v in victims if v not in waiting]
     most_recent_first = sorted((e for e in residents if e not in waiting), key=lambda e: -e.touched)
-    assert settled and settled == most_recent_first[: len(settled)]
-    assert sum(v.weight for v in victims) >= 20
+    assert len(settled) >= 2 and settled == most_recent_first[: len(settled)]
+    assert sum(v.weight for v in victims) >= 40
 
 
 # -- a weight that changes in place: ByteCache.reweigh ---------------------------------------------
