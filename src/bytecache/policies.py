@@ -118,6 +118,8 @@ class WTinyLFUPolicy:
       instead of 2.5), and benchmarks.run's weighted sweeps at 1.5x/2x/4x keep more bytes
       (57.7/42.4/17.8 -> 59.7/44.0/20.0 byte %); it costs churn at 5/10% 19.3/36.4 -> 18.6/35.4
       byte % (LRU 15.2/26.9) and weighted Zipf 0.8 50.0/67.7 -> 48.0/66.9 (LRU 37.7/63.4).
+      The share is a measured choice, not a derived one: 3-4% lost soak-15mib at 75% (77.1-77.3
+      byte %, target 77.7), 7% lost sched-2000 at 50% (D) and 75% (E).
     - **Priors age with the sketch** (``_age_priors``): when the sketch halves every count, the
       priors of the entries in the window halve too; a candidate judged on its count from before
       a halving against rivals' counts from after it used to win, swapping a few residents out at
