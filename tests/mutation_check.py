@@ -202,7 +202,7 @@ MUTATIONS = [
     ),
     Mutation(
         "tinylfu-waiting-keeps-removed-entries", "policies.py",
-        "            del self.probation[entry.key]\n            self._waiting.pop(entry.key, None)\n",
+        "            del self.probation[entry.key]\n            self._stop_waiting(entry)\n",
         "            del self.probation[entry.key]\n",
         "W-TinyLFU keeps a removed entry among the waiting candidates (and may evict it again)",
     ),
