@@ -114,6 +114,11 @@ class _NotFound(Exception):
     """The version (or its serialized DAG) is not in the DB: return None, cache nothing."""
 
 
+def _version_key(version_id: UUID | str) -> UUID:
+    """One cache key per version, whichever form the caller has."""
+    return UUID(version_id) if isinstance(version_id, str) else version_id
+
+
 def _entry_weight(entry: _Entry) -> int:
     return entry.weight
 
@@ -393,14 +398,12 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
         resolved = self._version_from_dag_run(dag_run=dag_run, session=session)
         if not resolved:
             return None
-        version_id = getattr(resolved, "id", resolved)  # 3.1 resolves to a DagVersion, 3.2+ to its id
+        version_id = _version_key(getattr(resolved, "id", resolved))  # 3.1 resolves to a DagVersion, 3.2+ to its id
         if not dag_run.bundle_version:
             self._supersede(dag_run.dag_id, version_id)
         return self._get_dag(version_id=version_id, session=session)
 
-    def _supersede(self, dag_id: str, version_id: UUID | str) -> None:
-        if isinstance(version_id, str):
-            version_id = UUID(version_id)
+    def _supersede(self, dag_id: str, version_id: UUID) -> None:
         previous = self._latest_versions.get(dag_id)
         if previous == version_id:
             return
@@ -410,8 +413,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             stats.incr(f"{self._stats_prefix}.cache_evictions_superseded")
 
     def _get_dag(self, version_id: UUID | str, session: Session) -> SerializedDAG | None:
-        if isinstance(version_id, str):
-            version_id = UUID(version_id)  # one key per version, whichever form the caller has
+        version_id = _version_key(version_id)
         entry, loaded = self._lookup(version_id, session)
         now = self._timer()
         if entry is not None and not loaded:

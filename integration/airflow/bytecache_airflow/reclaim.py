@@ -158,7 +158,8 @@ class Reclaimer:
         self._on_trim = on_trim  # every trim, whether after our collection or after Python's
         self._freezer = freezer
         self._collect = freezer.collect if freezer is not None else collect
-        self._freeze_watch = FreezeWatch(timer)  # without a freezer of our own
+        # whether someone else's gc.freeze() is in progress: ours knows what it froze itself
+        self._foreign_freeze = freezer.foreign_freeze if freezer is not None else FreezeWatch(timer).in_progress
         self._lock = threading.Lock()
         forksafe.register(self, "_lock", after_in_child=Reclaimer._after_fork_in_child)
         self._collecting = False
@@ -279,7 +280,7 @@ class Reclaimer:
         if not self.allowed():
             self.deferred_for_time += 1
             return None
-        if self._freezer.foreign_freeze() if self._freezer is not None else self._freeze_watch.in_progress():
+        if self._foreign_freeze():
             # Between gc.freeze() and gc.unfreeze() (LocalExecutor around its forks) the evicted
             # DAGs sit in the permanent generation: a collection would free none of them (and a
             # refreeze would unfreeze what the fork's copy-on-write wants frozen). Judged against
