@@ -61,13 +61,14 @@ class FreezeWatch:
         self._timer = timer
         self.baseline = gc.get_freeze_count() if baseline is None else baseline
         self._above_since: float | None = None
-        self.permanent_seen = 0  # foreign freezes taken as the new baseline
 
     def rebase(self, count: int) -> None:
         self.baseline, self._above_since = count, None
 
-    def in_progress(self) -> bool:
-        count = gc.get_freeze_count()
+    def in_progress(self, count: int | None = None) -> bool:
+        """``count``: the freeze count, if the caller has just read it."""
+        if count is None:
+            count = gc.get_freeze_count()
         if count <= self.baseline + FREEZE_NOISE:
             self.baseline = min(self.baseline, count)
             self._above_since = None
@@ -77,7 +78,6 @@ class FreezeWatch:
             self._above_since = now
         elif now - self._above_since >= PERMANENT_FREEZE_AFTER:
             self.rebase(count)
-            self.permanent_seen += 1
             return False
         return True
 
@@ -147,9 +147,10 @@ class HeapFreezer:
         return False
 
     def foreign_freeze(self) -> bool:
-        """Whether someone else's freeze is in progress: more is frozen than when we last looked.
-        What our refreeze froze only shrinks (frozen objects are freed, nothing joins them); a
-        freeze adds every object of the three generations."""
+        """Whether someone else's freeze is in progress (:class:`FreezeWatch`, rebased at every
+        refreeze). What our refreeze froze only shrinks (frozen objects are freed, nothing joins
+        them), so ``frozen_objects`` follows the count down -- but not to the floor an ``unfreeze``
+        leaves, which :meth:`undone` must still see."""
         count = gc.get_freeze_count()
         with _ProcessFreeze.lock:
             if self._floor + FREEZE_NOISE < count <= _ProcessFreeze.frozen_objects:
@@ -157,7 +158,7 @@ class HeapFreezer:
             if self._watched_epoch != _ProcessFreeze.epoch:  # a refreeze (any bag's) since we looked
                 self._watched_epoch = _ProcessFreeze.epoch
                 self._watch.rebase(_ProcessFreeze.frozen_objects)
-        return self._watch.in_progress()
+        return self._watch.in_progress(count)
 
     def refreeze_due(self) -> bool:
         """Never frozen, undone by someone else, or the last freeze is ``max_age`` seconds old."""
