@@ -226,8 +226,8 @@ def render_markdown(results: SoakResults, summary: Summary) -> str:
         f"Then malloc_trim(0): the PSS / RSS difference is what the OS got back; the gap to the heap figure is "
         f"fragmentation (free blocks in pages that still hold live objects).",
         "",
-        f"Files: `rss.csv`, `redeploys.csv`, `rss.png`, `results.json` (everything above is computed from it: "
-        f"`python -m profiling.soak report DIR`); per run `scheduler.log`, `dag-processor.log`, `scheduler-report.json`"
+        "Files: `rss.csv`, `redeploys.csv`, `rss.png`, `results.json` (everything above is computed from it: "
+        "`python -m profiling.soak report DIR`); per run `scheduler.log`, `dag-processor.log`, `scheduler-report.json`"
         + (", `memray-flamegraph.html`, `memray-flamegraph-leaks.html`, `memray-stats.txt`, `memray-summary.txt`" if spec.memray != "off" else "")
         + ".",
         "",

@@ -302,6 +302,25 @@ def test_a_reclaim_freezes_the_cached_dags_and_later_loads_wait_for_the_next(air
     assert bag.snapshot().reclaim["refreezes"] == 2
 
 
+def test_after_pythons_own_full_collection_the_bag_freezes_what_survived(airflow_db, no_automatic_gc):
+    """No collection of ours: Python's has just walked the heap, so the bag's next maintenance step
+    freezes its survivors, and Python's next full collections walk only what is loaded after."""
+    clock = helpers.FakeClock()
+    runs, weights = runs_and_weights(airflow_db, clock)
+    bag = make_bag(clock, max_bytes=2 * sum(weights), gc_freeze=True)  # holds both
+    with create_session() as session:
+        first = bag.get_dag_for_run(runs[0], session=session)
+        bag.maintain()
+        assert not frozen(first)  # no full collection yet: nothing to follow
+        gc.collect()
+        bag.maintain()
+        assert frozen(first) and bag.reclaimer.collections == 0
+        second = bag.get_dag_for_run(runs[1], session=session)
+        bag.maintain()
+        assert not frozen(second)  # loaded after that collection: frozen after the next one
+    assert bag.snapshot().reclaim["follow_freezes"] == 1
+
+
 def test_without_gc_freeze_a_reclaim_freezes_nothing(airflow_db, no_automatic_gc):
     clock = helpers.FakeClock()
     runs, weights = runs_and_weights(airflow_db, clock)

@@ -270,3 +270,72 @@ def test_a_soft_collection_leaves_one_collection_of_the_time_share_in_reserve(no
     clock.advance(399)  # 650 s in: 6.5 s earned, 2 s spent
     rc.add(150)
     assert rc.maybe_collect() == pytest.approx(1000.0)  # soft, with room for a hard one after it
+
+
+def following_reclaimer(clock, **kwargs) -> Reclaimer:
+    from bytecache_airflow.freezing import HeapFreezer
+
+    return make_reclaimer(clock, freezer=HeapFreezer(timer=clock), **kwargs)
+
+
+def test_a_full_collection_of_pythons_is_followed_by_a_freeze_not_by_a_collection(no_automatic_gc):
+    clock = helpers.FakeClock()
+    rc = following_reclaimer(clock)
+    assert not rc.maybe_follow()  # no full collection since it started
+    survivors = [[] for _ in range(5000)]
+    before = gc.get_freeze_count()
+    gc.collect()  # Python's own
+    assert rc.maybe_follow()
+    assert gc.get_freeze_count() >= before + len(survivors)
+    assert rc.collections == 0 and rc.freezer.follows == 1 and rc.freezer.refreezes == 0
+    assert not rc.maybe_follow()  # once per full collection
+    assert rc.state()["follow_freezes"] == 1
+
+
+def test_bytes_evicted_before_a_follow_wait_for_our_collection_not_pythons(no_automatic_gc):
+    clock = helpers.FakeClock()
+    rc = following_reclaimer(clock)
+    gc.collect()
+    rc.add(100)  # evicted after that collection: still in memory, and frozen by the follow
+    assert rc.uncollected == 100 and rc.maybe_follow()
+    assert rc.uncollected == 0 and rc.frozen_uncollected == 100
+    gc.collect()  # Python's own full collection does not walk the permanent generation
+    assert rc.refresh() == 100
+    clock.advance(60)
+    assert rc.maybe_collect() is not None and rc.pending == 0 and rc.freezer.refreezes == 1
+
+
+def test_no_follow_while_frozen_evicted_bytes_reach_the_hard_fraction(no_automatic_gc):
+    """Frozen evicted bytes wait for our (capped) collection; while they are at the hard fraction,
+    new evictions are left to Python's collections, which free what is not frozen."""
+    clock = helpers.FakeClock()
+    rc = following_reclaimer(clock, hard_fraction=0.2)
+    rc.add(200, frozen=True)
+    before = gc.get_freeze_count()
+    gc.collect()
+    assert not rc.maybe_follow() and gc.get_freeze_count() == before
+    clock.advance(60)
+    assert rc.maybe_collect() is not None  # ours frees them ...
+    gc.collect()
+    assert rc.maybe_follow()  # ... and following resumes
+
+
+def test_no_follow_during_someone_elses_freeze(no_automatic_gc):
+    clock = helpers.FakeClock()
+    rc = following_reclaimer(clock)
+    objects = [[] for _ in range(5000)]
+    gc.freeze()  # LocalExecutor, before its forks
+    gc.collect()
+    assert not rc.maybe_follow() and rc.freezer.follows == 0
+    gc.unfreeze()  # after its forks
+    del objects
+    gc.collect()
+    assert rc.maybe_follow()
+
+
+def test_without_a_freezer_nothing_is_followed(no_automatic_gc):
+    clock = helpers.FakeClock()
+    rc = make_reclaimer(clock)
+    before = gc.get_freeze_count()
+    gc.collect()
+    assert not rc.maybe_follow() and gc.get_freeze_count() == before

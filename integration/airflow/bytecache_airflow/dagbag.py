@@ -669,6 +669,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
                 self.deferred_for_critical_section += 1
             else:
                 rc.maybe_collect()
+        rc.maybe_follow()
         rc.maybe_trim()
         return self.calibration_seconds + rc.collection_cpu_seconds + rc.trim_cpu_seconds - apart_before
 

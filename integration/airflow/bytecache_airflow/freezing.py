@@ -21,6 +21,13 @@ two such refreezes:
   after the next automatic one only against the unfrozen objects -- so its full collections are
   as frequent as in a process without the cache, and each walks only what is not frozen.
 
+Between refreezes the freezer also *follows* Python's own full collections
+(:meth:`HeapFreezer.follow`, from the reclaimer's maintenance step): right after one, everything
+alive has just been walked and is not garbage, so ``gc.freeze()`` alone (no walk, no pause)
+keeps the next automatic collections to what was promoted since. Without it they walk all that
+was loaded or allocated since the last refreeze, which a refreeze every few minutes (the caps)
+lets grow to most of the heap again: the scheduler's own start-up objects, its ORM state.
+
 Someone else may freeze too: Airflow's LocalExecutor runs ``gc.freeze()`` ... fork ...
 ``gc.unfreeze()`` around spawning its workers, and that ``unfreeze`` undoes ours (the freeze
 count drops to 0). :meth:`HeapFreezer.undone` notices; the reclaimer then refreezes at its next
@@ -107,6 +114,7 @@ class HeapFreezer:
         self.max_age = max_age
         self._timer = timer
         self.refreezes = 0  # this freezer's
+        self.follows = 0  # freezes after Python's own full collections (no collection of ours)
         self.undone_seen = 0  # times someone else's gc.unfreeze() undid ours
         self._frozen_at: float | None = None
         self._undone_epoch = -1
@@ -134,6 +142,16 @@ class HeapFreezer:
         self.refreezes += 1
         self._frozen_at = self._timer()
         return freed
+
+    def follow(self) -> None:
+        """Freeze what Python's own full collection has just left: cheap (the generations' lists
+        are spliced, nothing is walked), and what survived that collection is not garbage. The
+        collector then walks only what is promoted after it, instead of the whole heap again."""
+        with _ProcessFreeze.lock:
+            gc.freeze()
+            _ProcessFreeze.frozen_objects = gc.get_freeze_count()
+            _ProcessFreeze.epoch += 1
+        self.follows += 1
 
     def undone(self) -> bool:
         """Whether an ``unfreeze`` by someone else emptied the permanent generation since the last refreeze."""
@@ -171,6 +189,7 @@ class HeapFreezer:
         return {
             "gc_freeze": True,
             "refreezes": self.refreezes,
+            "follow_freezes": self.follows,
             "frozen_objects": self.frozen_objects,
             "freeze_undone_by_others": self.undone_seen,
             "refreeze_max_age_seconds": self.max_age,

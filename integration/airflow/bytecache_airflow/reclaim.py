@@ -173,7 +173,7 @@ class Reclaimer:
         self.pauses_ms: collections.deque[float] = collections.deque(maxlen=PAUSES_KEPT)
         self.deferred_for_time = 0  # due, but the interval or time-share cap said wait
         self.full_collections_seen = 0  # any generation-2 collection, ours or not
-        self._full_count = _full_collections()
+        self._full_count = self._followed_count = _full_collections()
         self._started = self._last_collect = timer()
         self._trim = trim
         self.trim_interval = trim_interval
@@ -303,7 +303,7 @@ class Reclaimer:
                 self._collecting = False
         with self._lock:
             self.uncollected = self.frozen_uncollected = self.unfrozen_live = 0
-            self._full_count = _full_collections()
+            self._full_count = self._followed_count = _full_collections()
         self._last_collect = self._timer()
         self.collections += 1
         self.total_ms += ms
@@ -313,6 +313,31 @@ class Reclaimer:
         if self._on_collect is not None:
             self._on_collect(ms, freed_estimate)
         return ms
+
+    def maybe_follow(self) -> bool:
+        """With a freezer: freeze the survivors of a full collection Python has run since we last
+        looked (:meth:`HeapFreezer.follow`), so that its next ones walk only what is new. Not
+        while the frozen evicted bytes are at ``hard_fraction`` of the budget (our collection is
+        deferred by the caps: Python's collections keep freeing what is evicted meanwhile), nor
+        during someone else's freeze. Returns whether it froze."""
+        if self._freezer is None:
+            return False
+        with self._lock:
+            self._notice_other_collections()
+            if self._full_count == self._followed_count:
+                return False
+            if self.frozen_uncollected >= self.hard_fraction * max(int(self._budget()), 1):
+                return False
+        if self._foreign_freeze():
+            return False
+        with self._lock:
+            self._notice_other_collections()
+            self._freezer.follow()
+            self._followed_count = self._full_count
+            # evicted since that collection: frozen now, so only our collection frees them
+            self.frozen_uncollected += self.uncollected
+            self.uncollected = self.unfrozen_live = 0
+        return True
 
     def maybe_trim(self) -> float | None:
         """Return freed heap to the OS if a full collection ran since the last trim and
