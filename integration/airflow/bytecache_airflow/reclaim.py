@@ -58,6 +58,8 @@ from bytecache_airflow.freezing import FreezeWatch, HeapFreezer
 
 __all__ = ["Reclaimer", "malloc_trim", "percentile", "resident_pause_prior_ms"]
 
+#: The window, in seconds, of the eviction rate that decides whether to follow a full collection.
+EVICTION_RATE_WINDOW = 60.0
 #: Collection pauses kept for the distribution (the most recent ones).
 PAUSES_KEPT = 4096
 #: Upper edges of the buckets of live + uncollected bytes per budget counted at each maintenance
@@ -167,6 +169,9 @@ class Reclaimer:
         self.frozen_uncollected = 0  # bytes evicted since our last collection that were frozen
         self.unfrozen_live = 0  # cached bytes loaded since the last refreeze (the bag says)
         self.collections = 0  # collections this reclaimer ran
+        self.evicted_total = 0  # bytes evicted since the start
+        self._evicted_samples: collections.deque[tuple[float, int]] = collections.deque()
+        self.follows_declined = 0  # full collections of Python's not followed: the churn would overrun
         self.total_ms = 0.0  # wall time: a collection holds the GIL, every thread waits it out
         self.collection_cpu_seconds = 0.0  # the same collections in the collecting thread's CPU time
         self.last_ms: float | None = None
@@ -218,6 +223,7 @@ class Reclaimer:
         """``nbytes`` of cached objects were dropped and await a full collection (ours only, if ``frozen``)."""
         with self._lock:
             self._notice_other_collections()
+            self.evicted_total += nbytes
             if frozen:
                 self.frozen_uncollected += nbytes
             else:
@@ -251,6 +257,24 @@ class Reclaimer:
         if self.pending >= soft:
             return True
         return self._freezer is not None and (self.unfrozen_live >= soft or self._freezer.refreeze_due())
+
+    def seconds_until_allowed(self) -> float:
+        """How long until :meth:`allowed` turns true for a hard collection, if nothing else changes."""
+        now = self._timer()
+        expected_ms = self._first_pause_ms() if self.last_ms is None else self.last_ms
+        by_interval = self.hard_min_interval - (now - self._last_collect)
+        by_share = (self.total_ms + expected_ms) / 1000.0 / self.max_time_share - (now - self._started)
+        return max(0.0, by_interval, by_share)
+
+    def eviction_rate(self) -> float:
+        """Bytes evicted per second over the last ``EVICTION_RATE_WINDOW`` seconds (or since the start)."""
+        now = self._timer()
+        samples = self._evicted_samples
+        samples.append((now, self.evicted_total))
+        while len(samples) > 2 and now - samples[1][0] >= EVICTION_RATE_WINDOW:
+            samples.popleft()
+        (then, evicted_then) = samples[0]
+        return (self.evicted_total - evicted_then) / (now - then) if now > then else 0.0
 
     def allowed(self) -> bool:
         """Whether the caps let a collection run now: one per ``hard_min_interval`` seconds, and
@@ -317,16 +341,22 @@ class Reclaimer:
     def maybe_follow(self) -> bool:
         """With a freezer: freeze the survivors of a full collection Python has run since we last
         looked (:meth:`HeapFreezer.follow`), so that its next ones walk only what is new. Not
-        while the frozen evicted bytes are at ``hard_fraction`` of the budget (our collection is
-        deferred by the caps: Python's collections keep freeing what is evicted meanwhile), nor
-        during someone else's freeze. Returns whether it froze."""
+        during someone else's freeze, and not when the frozen evicted bytes -- those waiting now,
+        plus what the recent eviction rate adds until the caps allow our next collection -- would
+        reach ``hard_fraction`` of the budget: the cache is churning faster than our collections
+        may run, and Python's collections must go on freeing what it evicts. Returns whether it froze."""
         if self._freezer is None:
             return False
+        rate = self.eviction_rate()  # sampled every step, so that the window is current when it matters
         with self._lock:
             self._notice_other_collections()
             if self._full_count == self._followed_count:
                 return False
-            if self.frozen_uncollected >= self.hard_fraction * max(int(self._budget()), 1):
+            # Everything cached is frozen by a follow: what is evicted until our next collection is
+            # allowed stays in memory until then. Follow only if that fits in the hard fraction.
+            expected = self.frozen_uncollected + self.uncollected + rate * self.seconds_until_allowed()
+            if expected >= self.hard_fraction * max(int(self._budget()), 1):
+                self.follows_declined += 1
                 return False
         if self._foreign_freeze():
             return False
@@ -380,6 +410,7 @@ class Reclaimer:
             "frozen_uncollected_bytes": self.frozen_uncollected,
             "full_collections_seen": self.full_collections_seen,
             "deferred_for_time": self.deferred_for_time,
+            "follows_declined": self.follows_declined,
             "soft_fraction": self.soft_fraction,
             "hard_fraction": self.hard_fraction,
             "held_peak_bytes": self.held_peak_bytes,
