@@ -16,6 +16,7 @@ from airflow.utils.session import create_session
 from bytecache.measure import Calibrator
 from bytecache_airflow.dagbag import ByteBoundedDagBag
 from bytecache_airflow.freezing import FREEZE_NOISE
+from bytecache_airflow.reclaim import EVICTION_RATE_WINDOW
 
 
 def make_bag(clock, **kwargs) -> ByteBoundedDagBag:
@@ -308,15 +309,19 @@ def test_after_pythons_own_full_collection_the_bag_freezes_what_survived(airflow
     clock = helpers.FakeClock()
     runs, weights = runs_and_weights(airflow_db, clock)
     bag = make_bag(clock, max_bytes=2 * sum(weights), gc_freeze=True)  # holds both
+    clock.advance(60)
+    bag.maintain()  # the first refreeze (never frozen, past the soft trigger's interval) ...
+    assert bag.reclaimer.collections == 1
+    clock.advance(EVICTION_RATE_WINDOW)
+    bag.maintain()  # ... and a window after it in which no frozen entry was evicted
     with create_session() as session:
         first = bag.get_dag_for_run(runs[0], session=session)
         bag.maintain()
-        assert not frozen(first)  # no full collection yet: nothing to follow
+        assert not frozen(first)  # no full collection since: nothing to follow
         gc.collect()
         bag.maintain()
-        assert frozen(first) and bag.reclaimer.collections == 0
+        assert frozen(first) and bag.reclaimer.collections == 1  # frozen, not walked by us
         second = bag.get_dag_for_run(runs[1], session=session)
-        bag.maintain()
         assert not frozen(second)  # loaded after that collection: frozen after the next one
     assert bag.snapshot().reclaim["follow_freezes"] == 1
 

@@ -9,7 +9,7 @@ import airflow_helpers as helpers
 import pytest
 
 from bytecache_airflow.freezing import PERMANENT_FREEZE_AFTER
-from bytecache_airflow.reclaim import FIRST_PAUSE_MS_PER_MIB, Reclaimer, malloc_trim, percentile, resident_pause_prior_ms
+from bytecache_airflow.reclaim import EVICTION_RATE_WINDOW, FIRST_PAUSE_MS_PER_MIB, Reclaimer, malloc_trim, percentile, resident_pause_prior_ms
 
 
 def NO_PRIOR() -> float:
@@ -106,7 +106,25 @@ def test_the_first_collection_waits_until_its_estimated_pause_fits_the_time_shar
             collected_at.append(clock() - start)
         assert rc.total_ms / 1000.0 <= 0.01 * (clock() - start)  # at every moment, not only at the end
     assert collected_at[0] >= 200.0  # 2 s is 1% of 200 s
-    assert rc.deferred_for_time >= 190 and len(collected_at) == 3
+    # the second waits for room for a pause 1.5 x the last: 2 + 3 s is 1% of 500 s
+    assert collected_at[1] >= 500.0
+    assert rc.deferred_for_time >= 190 and len(collected_at) == 2
+
+
+def test_pauses_that_grow_from_one_collection_to_the_next_stay_within_the_time_share():
+    """On a loaded machine the next pause is often longer than the last (2.2 s then 3.2 s in one
+    soak): the cap leaves room for one half as long again."""
+    clock = helpers.FakeClock()
+    pauses = iter(1.0 * 1.5**k for k in range(100))
+    start = clock()
+    rc = Reclaimer(lambda: 1000, timer=clock, collect=lambda: clock.advance(next(pauses)), trim=None,
+                   first_pause_ms=lambda: 1000.0)
+    for _ in range(3600):
+        clock.advance(1.0)
+        rc.add(1000)
+        rc.maybe_collect()
+        assert rc.total_ms / 1000.0 <= 0.01 * (clock() - start) + 1e-9
+    assert rc.collections >= 5
 
 
 def test_the_first_pause_estimate_follows_resident_memory():
@@ -272,29 +290,64 @@ def test_a_soft_collection_leaves_one_collection_of_the_time_share_in_reserve(no
     assert rc.maybe_collect() == pytest.approx(1000.0)  # soft, with room for a hard one after it
 
 
-def following_reclaimer(clock, **kwargs) -> Reclaimer:
+def following_reclaimer(clock, *, pause=0.0, **kwargs) -> Reclaimer:
+    """A reclaimer with a heap freezer, whose collection (the freezer's) takes ``pause`` s of ``clock``."""
     from bytecache_airflow.freezing import HeapFreezer
 
-    return make_reclaimer(clock, freezer=HeapFreezer(timer=clock), **kwargs)
+    rc = make_reclaimer(clock, freezer=HeapFreezer(timer=clock), **kwargs)
+    rc._collect = lambda: (rc.freezer.collect(), clock.advance(pause))
+    return rc
+
+
+def refrozen_and_watched(rc, clock) -> None:
+    """The reclaimer's own first refreeze, then a window of maintenance steps in which no frozen
+    entry was evicted: from then on it may follow Python's collections."""
+    clock.advance(rc.hard_min_interval)
+    rc.add(200)  # the hard fraction of make_reclaimer's 1,000 B budget
+    assert rc.maybe_collect() is not None
+    assert rc.frozen_eviction_rate() is None  # the window starts
+    clock.advance(EVICTION_RATE_WINDOW)
 
 
 def test_a_full_collection_of_pythons_is_followed_by_a_freeze_not_by_a_collection(no_automatic_gc):
     clock = helpers.FakeClock()
     rc = following_reclaimer(clock)
-    assert not rc.maybe_follow()  # no full collection since it started
+    refrozen_and_watched(rc, clock)
+    assert not rc.maybe_follow()  # no full collection since our own
     survivors = [[] for _ in range(5000)]
     before = gc.get_freeze_count()
     gc.collect()  # Python's own
     assert rc.maybe_follow()
     assert gc.get_freeze_count() >= before + len(survivors)
-    assert rc.collections == 0 and rc.freezer.follows == 1 and rc.freezer.refreezes == 0
+    assert rc.collections == rc.freezer.refreezes == 1 and rc.freezer.follows == 1  # no walk of ours
     assert not rc.maybe_follow()  # once per full collection
     assert rc.state()["follow_freezes"] == 1
+
+
+def test_no_follow_before_our_first_refreeze_and_a_window_after_it(no_automatic_gc):
+    """Before, nothing evicted was frozen, and a cache still filling up evicts nothing at all:
+    the rate of frozen evictions is not known yet."""
+    clock = helpers.FakeClock()
+    rc = following_reclaimer(clock)
+    clock.advance(EVICTION_RATE_WINDOW)
+    gc.collect()
+    assert not rc.maybe_follow() and rc.follows_declined == 1  # never refrozen
+    clock.advance(rc.hard_min_interval)
+    rc.add(200)
+    assert rc.maybe_collect() is not None
+    rc.frozen_eviction_rate()
+    clock.advance(EVICTION_RATE_WINDOW - 1)
+    gc.collect()
+    assert not rc.maybe_follow() and rc.follows_declined == 2  # 59 s watched
+    clock.advance(1)
+    gc.collect()
+    assert rc.maybe_follow()
 
 
 def test_bytes_evicted_before_a_follow_wait_for_our_collection_not_pythons(no_automatic_gc):
     clock = helpers.FakeClock()
     rc = following_reclaimer(clock)
+    refrozen_and_watched(rc, clock)
     gc.collect()
     rc.add(100)  # evicted after that collection: still in memory, and frozen by the follow
     assert rc.uncollected == 100 and rc.maybe_follow()
@@ -302,7 +355,7 @@ def test_bytes_evicted_before_a_follow_wait_for_our_collection_not_pythons(no_au
     gc.collect()  # Python's own full collection does not walk the permanent generation
     assert rc.refresh() == 100
     clock.advance(60)
-    assert rc.maybe_collect() is not None and rc.pending == 0 and rc.freezer.refreezes == 1
+    assert rc.maybe_collect() is not None and rc.pending == 0 and rc.freezer.refreezes == 2
 
 
 def test_no_follow_while_frozen_evicted_bytes_reach_the_hard_fraction(no_automatic_gc):
@@ -310,6 +363,7 @@ def test_no_follow_while_frozen_evicted_bytes_reach_the_hard_fraction(no_automat
     new evictions are left to Python's collections, which free what is not frozen."""
     clock = helpers.FakeClock()
     rc = following_reclaimer(clock, hard_fraction=0.2)
+    refrozen_and_watched(rc, clock)
     rc.add(200, frozen=True)
     before = gc.get_freeze_count()
     gc.collect()
@@ -323,6 +377,7 @@ def test_no_follow_while_frozen_evicted_bytes_reach_the_hard_fraction(no_automat
 def test_no_follow_during_someone_elses_freeze(no_automatic_gc):
     clock = helpers.FakeClock()
     rc = following_reclaimer(clock)
+    refrozen_and_watched(rc, clock)
     objects = [[] for _ in range(5000)]
     gc.freeze()  # LocalExecutor, before its forks
     gc.collect()
@@ -339,3 +394,28 @@ def test_without_a_freezer_nothing_is_followed(no_automatic_gc):
     before = gc.get_freeze_count()
     gc.collect()
     assert not rc.maybe_follow() and gc.get_freeze_count() == before
+
+
+@pytest.mark.parametrize("bytes_per_second, follows", [(1, True), (3, False)])
+def test_a_full_collection_is_followed_only_if_the_evictions_until_our_next_collection_fit(
+    no_automatic_gc, bytes_per_second, follows
+):
+    """After a follow everything cached is frozen: what of it is evicted stays in memory until the
+    caps allow our next collection. Frozen entries evicted at 3 B/s: 183 B wait now, and the 88 s
+    until then would add 264 B, past the hard fraction (200 B of a 1,000 B budget) though what
+    waits now is not; at 1 B/s, 61 + 88 B fit."""
+    clock = helpers.FakeClock()
+    rc = following_reclaimer(clock, pause=1.0, hard_fraction=0.2)
+    clock.advance(100)
+    rc.add(200)
+    assert rc.maybe_collect() == pytest.approx(1000.0)  # 1 s spent: the next (1.5 s) fits in the 1% at 250 s
+    for _ in range(61):  # the first call starts the window
+        clock.advance(1)
+        rc.add(bytes_per_second, frozen=True)
+        assert not rc.maybe_follow()  # samples the rate; no full collection of Python's yet
+    assert rc.seconds_until_allowed() == pytest.approx(88.0)
+    assert rc.frozen_eviction_rate() == pytest.approx(bytes_per_second)
+    gc.collect()  # Python's own: frozen evicted bytes stay
+    assert rc.pending == 61 * bytes_per_second < 200
+    assert rc.maybe_follow() is follows
+    assert rc.state()["follows_declined"] == (0 if follows else 1)

@@ -58,7 +58,7 @@ from bytecache_airflow.freezing import FreezeWatch, HeapFreezer
 
 __all__ = ["Reclaimer", "malloc_trim", "percentile", "resident_pause_prior_ms"]
 
-#: The window, in seconds, of the eviction rate that decides whether to follow a full collection.
+#: The window, in seconds, of the frozen-eviction rate that decides whether to follow a full collection.
 EVICTION_RATE_WINDOW = 60.0
 #: Collection pauses kept for the distribution (the most recent ones).
 PAUSES_KEPT = 4096
@@ -88,6 +88,10 @@ malloc_trim = _find_malloc_trim()
 #: them, so that no run -- however short -- spends more than its share on the first one. The cost:
 #: a 300 MiB scheduler's first collection waits until it has run 300 s.
 FIRST_PAUSE_MS_PER_MIB = 10.0
+#: What the next pause may be, as a multiple of the last one, for the time-share cap: on a loaded
+#: machine consecutive pauses differ (2.2 s then 3.2 s in one 8-minute soak at load 10), and the cap
+#: judged against the last one alone let that run spend 1.13% of its wall time on collections.
+PAUSE_GROWTH = 1.5
 _PAGE_SIZE = mmap.PAGESIZE
 
 
@@ -169,7 +173,7 @@ class Reclaimer:
         self.frozen_uncollected = 0  # bytes evicted since our last collection that were frozen
         self.unfrozen_live = 0  # cached bytes loaded since the last refreeze (the bag says)
         self.collections = 0  # collections this reclaimer ran
-        self.evicted_total = 0  # bytes evicted since the start
+        self.frozen_evicted_total = 0  # bytes of frozen entries evicted since the start
         self._evicted_samples: collections.deque[tuple[float, int]] = collections.deque()
         self.follows_declined = 0  # full collections of Python's not followed: the churn would overrun
         self.total_ms = 0.0  # wall time: a collection holds the GIL, every thread waits it out
@@ -223,8 +227,8 @@ class Reclaimer:
         """``nbytes`` of cached objects were dropped and await a full collection (ours only, if ``frozen``)."""
         with self._lock:
             self._notice_other_collections()
-            self.evicted_total += nbytes
             if frozen:
+                self.frozen_evicted_total += nbytes
                 self.frozen_uncollected += nbytes
             else:
                 self.uncollected += nbytes
@@ -261,20 +265,26 @@ class Reclaimer:
     def seconds_until_allowed(self) -> float:
         """How long until :meth:`allowed` turns true for a hard collection, if nothing else changes."""
         now = self._timer()
-        expected_ms = self._first_pause_ms() if self.last_ms is None else self.last_ms
+        expected_ms = self._first_pause_ms() if self.last_ms is None else self.last_ms * PAUSE_GROWTH
         by_interval = self.hard_min_interval - (now - self._last_collect)
         by_share = (self.total_ms + expected_ms) / 1000.0 / self.max_time_share - (now - self._started)
         return max(0.0, by_interval, by_share)
 
-    def eviction_rate(self) -> float:
-        """Bytes evicted per second over the last ``EVICTION_RATE_WINDOW`` seconds (or since the start)."""
+    def frozen_eviction_rate(self) -> float | None:
+        """Bytes of frozen entries evicted per second over the last ``EVICTION_RATE_WINDOW``
+        seconds: None until the calls have spanned that long since the freezer first froze (before
+        that nothing evicted was frozen, and a cache still filling up evicts nothing at all)."""
+        if self._freezer is None or not (self._freezer.refreezes or self._freezer.follows):
+            return None
         now = self._timer()
         samples = self._evicted_samples
-        samples.append((now, self.evicted_total))
+        samples.append((now, self.frozen_evicted_total))
         while len(samples) > 2 and now - samples[1][0] >= EVICTION_RATE_WINDOW:
             samples.popleft()
         (then, evicted_then) = samples[0]
-        return (self.evicted_total - evicted_then) / (now - then) if now > then else 0.0
+        if now - then < EVICTION_RATE_WINDOW:
+            return None
+        return (self.frozen_evicted_total - evicted_then) / (now - then)
 
     def allowed(self) -> bool:
         """Whether the caps let a collection run now: one per ``hard_min_interval`` seconds, and
@@ -289,7 +299,7 @@ class Reclaimer:
         if self.last_ms is None:  # nothing spent yet: no reserve to keep either
             expected_ms = self._first_pause_ms()
         else:
-            expected_ms = self.last_ms * (1 if self._hard_due() else 2)
+            expected_ms = self.last_ms * PAUSE_GROWTH * (1 if self._hard_due() else 2)
         return (self.total_ms + expected_ms) / 1000.0 <= self.max_time_share * (now - self._started)
 
     def due(self) -> bool:
@@ -342,20 +352,25 @@ class Reclaimer:
         """With a freezer: freeze the survivors of a full collection Python has run since we last
         looked (:meth:`HeapFreezer.follow`), so that its next ones walk only what is new. Not
         during someone else's freeze, and not when the frozen evicted bytes -- those waiting now,
-        plus what the recent eviction rate adds until the caps allow our next collection -- would
-        reach ``hard_fraction`` of the budget: the cache is churning faster than our collections
-        may run, and Python's collections must go on freeing what it evicts. Returns whether it froze."""
+        plus what the recent rate of frozen evictions adds until the caps allow our next
+        collection -- would reach ``hard_fraction`` of the budget: the cache is churning its
+        frozen entries faster than our collections may run, and Python's collections must go on
+        freeing what it evicts. Returns whether it froze."""
         if self._freezer is None:
             return False
-        rate = self.eviction_rate()  # sampled every step, so that the window is current when it matters
+        rate = self.frozen_eviction_rate()  # sampled every step, so that the window is current when it matters
         with self._lock:
             self._notice_other_collections()
             if self._full_count == self._followed_count:
                 return False
-            # Everything cached is frozen by a follow: what is evicted until our next collection is
-            # allowed stays in memory until then. Follow only if that fits in the hard fraction.
-            expected = self.frozen_uncollected + self.uncollected + rate * self.seconds_until_allowed()
-            if expected >= self.hard_fraction * max(int(self._budget()), 1):
+            # Everything cached is frozen by a follow: what of it is evicted until our next
+            # collection is allowed stays in memory until then. Follow only if that fits in the
+            # hard fraction, at the rate frozen entries were evicted lately. Not before our first
+            # refreeze and a window after it: the first soak to follow froze a whole 133 MiB cache
+            # in its first minute (still filling up, it evicted nothing), then the superseded
+            # versions it dropped waited as frozen garbage for our first collection, minutes later.
+            expected = None if rate is None else self.frozen_uncollected + self.uncollected + rate * self.seconds_until_allowed()
+            if expected is None or expected >= self.hard_fraction * max(int(self._budget()), 1):
                 self.follows_declined += 1
                 return False
         if self._foreign_freeze():
