@@ -11,8 +11,8 @@ and runs ``gc.collect()`` itself when that total passes a fraction of the budget
   time-share cap leaves room for one more collection after it;
 * ``hard_fraction`` of the budget, at most once per ``hard_min_interval`` seconds;
 
-and in either case only while its collections so far (plus one more like the last) stay within
-``max_time_share`` of the time since it started. A collection holds the GIL for its whole length
+and in either case only while its collections so far (plus one more like the last, half as long
+again) stay within ``max_time_share`` of the time since it started. A collection holds the GIL for its whole length
 (~0.1-1 s in a scheduler), stalling every thread, so where it runs matters: never on a lookup,
 always from the bag's maintenance step, which skips while the scheduler is inside its critical
 section. With the caps, live + uncollected bytes normally stay within ``budget * (1 +
@@ -39,6 +39,9 @@ the 1.25 × the triggers aim at (the trade-off for the collector's time; see the
 Besides, a refreeze is wanted (as a soft trigger: ``min_interval`` and the
 caps apply) when it never ran, when someone else's ``gc.unfreeze()`` undid it, when it is
 ``max_age`` old, or when the cached bytes loaded since it reach ``soft_fraction`` of the budget.
+Between its collections it also freezes right after Python's own full collections
+(:meth:`Reclaimer.maybe_follow`) while the frozen entries it evicts are few enough to wait for
+the next one it may run.
 """
 
 from __future__ import annotations
@@ -288,7 +291,8 @@ class Reclaimer:
 
     def allowed(self) -> bool:
         """Whether the caps let a collection run now: one per ``hard_min_interval`` seconds, and
-        the collections so far plus one more like the last within ``max_time_share`` of the time.
+        the collections so far plus one more like the last (``PAUSE_GROWTH`` times as long)
+        within ``max_time_share`` of the time.
         A soft collection also leaves one more in reserve: the share it would spend is what lets
         the hard trigger act in a burst of evictions. Before the first collection "one like the
         last" is the ``first_pause_ms`` estimate: counted as free, the first one overran the share
