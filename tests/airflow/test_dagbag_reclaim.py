@@ -324,6 +324,10 @@ def test_after_pythons_own_full_collection_the_bag_freezes_what_survived(airflow
         second = bag.get_dag_for_run(runs[1], session=session)
         assert not frozen(second)  # loaded after that collection: frozen after the next one
     assert bag.snapshot().reclaim["follow_freezes"] == 1
+    weight, first = bag.cache.weight_of(runs[0].created_dag_version_id), weakref.ref(first)
+    del bag.cache[runs[0].created_dag_version_id]
+    gc.collect()  # Python's own does not free a frozen DAG: it stays counted until ours
+    assert first() is not None and bag.uncollected_bytes >= weight
 
 
 def test_without_gc_freeze_a_reclaim_freezes_nothing(airflow_db, no_automatic_gc):

@@ -305,7 +305,7 @@ def refrozen_and_watched(rc, clock) -> None:
     clock.advance(rc.hard_min_interval)
     rc.add(200)  # the hard fraction of make_reclaimer's 1,000 B budget
     assert rc.maybe_collect() is not None
-    assert rc.frozen_eviction_rate() is None  # the window starts
+    assert rc.eviction_rate() is None  # the window starts
     clock.advance(EVICTION_RATE_WINDOW)
 
 
@@ -335,7 +335,7 @@ def test_no_follow_before_our_first_refreeze_and_a_window_after_it(no_automatic_
     clock.advance(rc.hard_min_interval)
     rc.add(200)
     assert rc.maybe_collect() is not None
-    rc.frozen_eviction_rate()
+    rc.eviction_rate()
     clock.advance(EVICTION_RATE_WINDOW - 1)
     gc.collect()
     assert not rc.maybe_follow() and rc.follows_declined == 2  # 59 s watched
@@ -388,6 +388,36 @@ def test_no_follow_during_someone_elses_freeze(no_automatic_gc):
     assert rc.maybe_follow()
 
 
+def test_a_declined_collection_is_not_followed_later(no_automatic_gc):
+    """Only right after it: by the time the guard clears, what died since would be frozen too."""
+    clock = helpers.FakeClock()
+    rc = following_reclaimer(clock, hard_fraction=0.2)
+    refrozen_and_watched(rc, clock)
+    rc.add(200, frozen=True)
+    gc.collect()
+    assert not rc.maybe_follow()
+    rc.frozen_uncollected = 0  # as if freed
+    assert not rc.maybe_follow() and rc.follows_declined == 1  # the same collection: not again
+    gc.collect()
+    assert rc.maybe_follow()
+
+
+def test_an_entry_loaded_before_a_follow_counts_as_frozen_when_evicted(no_automatic_gc):
+    """The bag passes the freeze epoch the entry was loaded in; the reclaimer compares it under
+    the lock the follow takes, so a follow between eviction and count cannot slip through."""
+    clock = helpers.FakeClock()
+    rc = following_reclaimer(clock)
+    refrozen_and_watched(rc, clock)
+    loaded_in = rc.freezer.epoch
+    rc.add(10, freeze_epoch=loaded_in)
+    assert rc.uncollected == 10 and rc.frozen_uncollected == 0
+    gc.collect()
+    assert rc.maybe_follow()
+    rc.add(20, freeze_epoch=loaded_in)
+    gc.collect()  # Python's own: frees the first, not the frozen second
+    assert rc.refresh() == rc.frozen_uncollected == 20
+
+
 def test_without_a_freezer_nothing_is_followed(no_automatic_gc):
     clock = helpers.FakeClock()
     rc = make_reclaimer(clock)
@@ -414,7 +444,7 @@ def test_a_full_collection_is_followed_only_if_the_evictions_until_our_next_coll
         rc.add(bytes_per_second, frozen=True)
         assert not rc.maybe_follow()  # samples the rate; no full collection of Python's yet
     assert rc.seconds_until_allowed() == pytest.approx(88.0)
-    assert rc.frozen_eviction_rate() == pytest.approx(bytes_per_second)
+    assert rc.eviction_rate() == pytest.approx(bytes_per_second)
     gc.collect()  # Python's own: frozen evicted bytes stay
     assert rc.pending == 61 * bytes_per_second < 200
     assert rc.maybe_follow() is follows

@@ -357,13 +357,15 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             size = int(json_length) if json_length else _json_length(data)
         if not isinstance(data, dict):
             raise _NotFound
+        freezer = self.reclaimer.freezer
+        # read before deserializing: a freeze while the DAG is built freezes part of it, and the
+        # entry must then count as frozen (only our collection frees it), not as unfrozen
+        epoch = freezer.epoch if freezer is not None else 0
         dag = deserialize_dag(data, self.load_op_links)
         if not dag:
             raise _NotFound
         entry = _Entry(dag, dag_hash, validated, size)
-        freezer = self.reclaimer.freezer
-        if freezer is not None:
-            entry.freeze_epoch = freezer.epoch
+        entry.freeze_epoch = epoch
         return entry
 
     def _weight_or_reject(self, entry: _Entry) -> int:
@@ -490,7 +492,7 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
     # -- accounting ------------------------------------------------------------------------
     def _on_evict(self, key: Any, value: _Entry, weight: int, cause: EvictionCause) -> None:
         # Every removal drops the only reference the cache had to a cyclic object graph.
-        self.reclaimer.add(weight, frozen=self._frozen(value))
+        self.reclaimer.add(weight, freeze_epoch=value.freeze_epoch)
         if cause is EvictionCause.SIZE:
             stats.incr(f"{self._stats_prefix}.cache_evictions_size")
         elif cause is EvictionCause.EXPIRED:
@@ -503,11 +505,6 @@ class ByteBoundedDagBag(_RELEASE.bag_base()):
             features = value.features  # as of the last maintenance step: no pass over the tasks here
             if self.calibrator.should_sample(features, coverage_keys(features)):
                 self._queue_sample(value)
-
-    def _frozen(self, entry: _Entry) -> bool:
-        """Whether ``entry``'s DAG was cached at the last refreeze (only our next collection frees it)."""
-        freezer = self.reclaimer.freezer
-        return freezer is not None and entry.freeze_epoch < freezer.epoch
 
     def _unfrozen_cached_bytes(self) -> int:
         freezer = self.reclaimer.freezer

@@ -61,7 +61,7 @@ from bytecache_airflow.freezing import FreezeWatch, HeapFreezer
 
 __all__ = ["Reclaimer", "malloc_trim", "percentile", "resident_pause_prior_ms"]
 
-#: The window, in seconds, of the frozen-eviction rate that decides whether to follow a full collection.
+#: The window, in seconds, of the eviction rate that decides whether to follow a full collection.
 EVICTION_RATE_WINDOW = 60.0
 #: Collection pauses kept for the distribution (the most recent ones).
 PAUSES_KEPT = 4096
@@ -176,7 +176,7 @@ class Reclaimer:
         self.frozen_uncollected = 0  # bytes evicted since our last collection that were frozen
         self.unfrozen_live = 0  # cached bytes loaded since the last refreeze (the bag says)
         self.collections = 0  # collections this reclaimer ran
-        self.frozen_evicted_total = 0  # bytes of frozen entries evicted since the start
+        self.evicted_total = 0  # bytes evicted since the start, frozen or not
         self._evicted_samples: collections.deque[tuple[float, int]] = collections.deque()
         self.follows_declined = 0  # full collections of Python's not followed: the churn would overrun
         self.total_ms = 0.0  # wall time: a collection holds the GIL, every thread waits it out
@@ -226,12 +226,16 @@ class Reclaimer:
             self._full_count = count
             self.uncollected = 0
 
-    def add(self, nbytes: int, *, frozen: bool = False) -> None:
-        """``nbytes`` of cached objects were dropped and await a full collection (ours only, if ``frozen``)."""
+    def add(self, nbytes: int, *, frozen: bool = False, freeze_epoch: int | None = None) -> None:
+        """``nbytes`` of cached objects were dropped and await a full collection (ours only, if
+        ``frozen``, or if they were loaded in ``freeze_epoch`` and the freezer has frozen since:
+        judged under the lock a follow takes, so that a follow cannot slip in between)."""
         with self._lock:
             self._notice_other_collections()
+            self.evicted_total += nbytes
+            if freeze_epoch is not None and self._freezer is not None:
+                frozen = freeze_epoch < self._freezer.epoch
             if frozen:
-                self.frozen_evicted_total += nbytes
                 self.frozen_uncollected += nbytes
             else:
                 self.uncollected += nbytes
@@ -273,21 +277,21 @@ class Reclaimer:
         by_share = (self.total_ms + expected_ms) / 1000.0 / self.max_time_share - (now - self._started)
         return max(0.0, by_interval, by_share)
 
-    def frozen_eviction_rate(self) -> float | None:
-        """Bytes of frozen entries evicted per second over the last ``EVICTION_RATE_WINDOW``
-        seconds: None until the calls have spanned that long since the freezer first froze (before
-        that nothing evicted was frozen, and a cache still filling up evicts nothing at all)."""
-        if self._freezer is None or not (self._freezer.refreezes or self._freezer.follows):
+    def eviction_rate(self) -> float | None:
+        """Bytes evicted per second over the last ``EVICTION_RATE_WINDOW`` seconds: None until the
+        calls have spanned that long since our first refreeze (a cache still filling up evicts
+        nothing at all, and before that collection its pause is only the first-pause estimate)."""
+        if self._freezer is None or not self._freezer.refreezes:
             return None
         now = self._timer()
         samples = self._evicted_samples
-        samples.append((now, self.frozen_evicted_total))
+        samples.append((now, self.evicted_total))
         while len(samples) > 2 and now - samples[1][0] >= EVICTION_RATE_WINDOW:
             samples.popleft()
         (then, evicted_then) = samples[0]
         if now - then < EVICTION_RATE_WINDOW:
             return None
-        return (self.frozen_evicted_total - evicted_then) / (now - then)
+        return (self.evicted_total - evicted_then) / (now - then)
 
     def allowed(self) -> bool:
         """Whether the caps let a collection run now: one per ``hard_min_interval`` seconds, and
@@ -356,27 +360,32 @@ class Reclaimer:
         """With a freezer: freeze the survivors of a full collection Python has run since we last
         looked (:meth:`HeapFreezer.follow`), so that its next ones walk only what is new. Not
         during someone else's freeze, and not when the frozen evicted bytes -- those waiting now,
-        plus what the recent rate of frozen evictions adds until the caps allow our next
-        collection -- would reach ``hard_fraction`` of the budget: the cache is churning its
-        frozen entries faster than our collections may run, and Python's collections must go on
-        freeing what it evicts. Returns whether it froze."""
+        plus what the recent eviction rate adds until the caps allow our next collection -- would
+        reach ``hard_fraction`` of the budget: the cache churns faster than our collections may
+        run, and Python's collections must go on freeing what it evicts. Only right after the
+        collection (the next maintenance step): later, what died since would be frozen too.
+        Returns whether it froze."""
         if self._freezer is None:
             return False
-        rate = self.frozen_eviction_rate()  # sampled every step, so that the window is current when it matters
+        rate = self.eviction_rate()  # sampled every step, so that the window is current when it matters
         with self._lock:
             self._notice_other_collections()
             if self._full_count == self._followed_count:
                 return False
-            # Everything cached is frozen by a follow: what of it is evicted until our next
-            # collection is allowed stays in memory until then. Follow only if that fits in the
-            # hard fraction, at the rate frozen entries were evicted lately. Not before our first
-            # refreeze and a window after it: the first soak to follow froze a whole 133 MiB cache
-            # in its first minute (still filling up, it evicted nothing), then the superseded
-            # versions it dropped waited as frozen garbage for our first collection, minutes later.
+            # this collection is followed now or never: later, what died since would be frozen too
+            self._followed_count = self._full_count
+            # Everything cached is frozen by a follow -- the entries about to be evicted too:
+            # what is evicted until our next collection is allowed stays in memory until then.
+            # Follow only if that fits in the hard fraction, at the recent eviction rate. Not
+            # before our first refreeze and a window after it: the first soak to follow froze a
+            # whole 133 MiB cache in its first minute (still filling up, it evicted nothing),
+            # then the superseded versions it dropped waited as frozen garbage for our first
+            # collection, minutes later.
             expected = None if rate is None else self.frozen_uncollected + self.uncollected + rate * self.seconds_until_allowed()
             if expected is None or expected >= self.hard_fraction * max(int(self._budget()), 1):
                 self.follows_declined += 1
                 return False
+        self._freezer.undone()  # an unfreeze by someone else since our last freeze is counted before it is covered
         if self._foreign_freeze():
             return False
         with self._lock:
