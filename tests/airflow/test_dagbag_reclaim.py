@@ -15,7 +15,7 @@ from airflow.utils.session import create_session
 
 from bytecache.measure import Calibrator
 from bytecache_airflow.dagbag import ByteBoundedDagBag
-from bytecache_airflow.freezing import FREEZE_NOISE
+from bytecache_airflow.freezing import FREEZE_NOISE, FREEZE_POLL_INTERVAL
 from bytecache_airflow.reclaim import EVICTION_RATE_WINDOW
 
 
@@ -397,7 +397,8 @@ def test_a_local_executor_style_unfreeze_is_noticed_and_refrozen(airflow_db, no_
     del scheduler_objects
     assert not frozen(big())
     bag.reclaimer.freezer._frozen_at += 1e6
-    bag.maintain()  # noticed at once, refrozen as soon as the caps allow
+    clock.advance(FREEZE_POLL_INTERVAL)
+    bag.maintain()  # noticed within a poll of the freeze count, refrozen as soon as the caps allow
     assert bag.reclaimer.collections == 2 and frozen(big())
     assert bag.snapshot().reclaim["freeze_undone_by_others"] == 1
 

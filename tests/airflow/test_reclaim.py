@@ -449,3 +449,25 @@ def test_a_full_collection_is_followed_only_if_the_evictions_until_our_next_coll
     assert rc.pending == 61 * bytes_per_second < 200
     assert rc.maybe_follow() is follows
     assert rc.state()["follows_declined"] == (0 if follows else 1)
+
+
+def test_the_freeze_count_is_read_at_most_every_poll_interval(no_automatic_gc, monkeypatch):
+    """Reading it walks the permanent generation (millions of objects after a refreeze), and the
+    maintenance step asks every second whether a refreeze is due."""
+    from bytecache_airflow import freezing
+
+    clock = helpers.FakeClock()
+    freezer = freezing.HeapFreezer(timer=clock)
+    freezer.collect()
+    reads = []
+    real = gc.get_freeze_count
+    monkeypatch.setattr(freezing.gc, "get_freeze_count", lambda: reads.append(clock()) or real())
+    for _ in range(100):
+        clock.advance(1.0)
+        assert not freezer.refreeze_due()
+    assert 9 <= len(reads) <= 2 * 10  # undone() and foreign_freeze() each read once per poll
+    assert all(b - a >= freezing.FREEZE_POLL_INTERVAL for a, b in zip(reads[::2], reads[2::2]))
+    monkeypatch.undo()
+    gc.unfreeze()  # someone else's, after its forks
+    clock.advance(freezing.FREEZE_POLL_INTERVAL)
+    assert freezer.refreeze_due()  # noticed within one interval

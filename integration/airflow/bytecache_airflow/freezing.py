@@ -50,6 +50,11 @@ __all__ = ["HeapFreezer", "FreezeWatch", "PERMANENT_FREEZE_AFTER"]
 PERMANENT_FREEZE_AFTER = 60.0
 
 
+#: Seconds between two reads of the freeze count by :meth:`HeapFreezer.refreeze_due` (each walks
+#: the permanent generation): an unfreeze by someone else is noticed within this long.
+FREEZE_POLL_INTERVAL = 10.0
+
+
 #: How far the freeze count moves without anyone's ``gc.freeze()``: Python 3.12+ moves its immortal
 #: objects (deep-frozen standard-library constants) into the permanent generation at its first
 #: collection (375 in a bare 3.12.1; 0 on 3.11), so the count is never 0 there; a freeze adds every
@@ -122,6 +127,7 @@ class HeapFreezer:
         self._floor = gc.get_freeze_count()
         self._watch = FreezeWatch(timer, baseline=self._floor)
         self._watched_epoch = _ProcessFreeze.epoch
+        self._polled_at = float("-inf")  # when refreeze_due last read the freeze count
 
     @property
     def epoch(self) -> int:
@@ -179,11 +185,22 @@ class HeapFreezer:
         return self._watch.in_progress(count)
 
     def refreeze_due(self) -> bool:
-        """Never frozen, undone by someone else, or the last freeze is ``max_age`` seconds old."""
-        if self._frozen_at is None or self.undone():
+        """Never frozen, undone by someone else, or the last freeze is ``max_age`` seconds old.
+        The freeze count is read at most every ``FREEZE_POLL_INTERVAL`` seconds here: Python
+        counts the permanent generation by walking it (millions of objects after a refreeze,
+        milliseconds with the GIL held), and the maintenance step asks every second."""
+        now = self._timer()
+        if self._frozen_at is None or self._undone_epoch == self.epoch:
+            return True
+        if now - self._frozen_at >= self.max_age:
+            return True
+        if now - self._polled_at < FREEZE_POLL_INTERVAL:
+            return False
+        self._polled_at = now
+        if self.undone():
             return True
         self.foreign_freeze()  # follows the frees, so that a later freeze by someone else shows
-        return self._timer() - self._frozen_at >= self.max_age
+        return False
 
     def state(self) -> dict:
         return {
