@@ -12,8 +12,8 @@ and runs ``gc.collect()`` itself when that total passes a fraction of the budget
 * ``hard_fraction`` of the budget, at most once per ``hard_min_interval`` seconds;
 
 and in either case only while its collections so far (plus one more like the last, half as long
-again) stay within ``max_time_share`` of the time since it started. A collection holds the GIL for its whole length
-(~0.1-1 s in a scheduler), stalling every thread, so where it runs matters: never on a lookup,
+again) stay within ``max_time_share`` of the time since it started. A collection holds the GIL
+for its whole length (~0.1-1 s in a scheduler), stalling every thread, so where it runs matters: never on a lookup,
 always from the bag's maintenance step, which skips while the scheduler is inside its critical
 section. With the caps, live + uncollected bytes normally stay within ``budget * (1 +
 hard_fraction)`` plus what one maintenance tick evicts -- 1.25 × the budget with the defaults,
@@ -269,10 +269,18 @@ class Reclaimer:
             return True
         return self._freezer is not None and (self.unfrozen_live >= soft or self._freezer.refreeze_due())
 
+    def _expected_pause_ms(self, *, hard: bool) -> float:
+        """What the time-share cap reserves for the next collection: the first-pause estimate
+        before any was timed; else the last pause, ``PAUSE_GROWTH`` times as long, twice over for a
+        soft collection (one more kept in reserve for the hard trigger)."""
+        if self.last_ms is None:
+            return self._first_pause_ms()
+        return self.last_ms * PAUSE_GROWTH * (1 if hard else 2)
+
     def seconds_until_allowed(self) -> float:
         """How long until :meth:`allowed` turns true for a hard collection, if nothing else changes."""
         now = self._timer()
-        expected_ms = self._first_pause_ms() if self.last_ms is None else self.last_ms * PAUSE_GROWTH
+        expected_ms = self._expected_pause_ms(hard=True)
         by_interval = self.hard_min_interval - (now - self._last_collect)
         by_share = (self.total_ms + expected_ms) / 1000.0 / self.max_time_share - (now - self._started)
         return max(0.0, by_interval, by_share)
@@ -288,7 +296,7 @@ class Reclaimer:
         samples.append((now, self.evicted_total))
         while len(samples) > 2 and now - samples[1][0] >= EVICTION_RATE_WINDOW:
             samples.popleft()
-        (then, evicted_then) = samples[0]
+        then, evicted_then = samples[0]
         if now - then < EVICTION_RATE_WINDOW:
             return None
         return (self.evicted_total - evicted_then) / (now - then)
@@ -304,10 +312,7 @@ class Reclaimer:
         now = self._timer()
         if now - self._last_collect < self.hard_min_interval:
             return False
-        if self.last_ms is None:  # nothing spent yet: no reserve to keep either
-            expected_ms = self._first_pause_ms()
-        else:
-            expected_ms = self.last_ms * PAUSE_GROWTH * (1 if self._hard_due() else 2)
+        expected_ms = self._expected_pause_ms(hard=self._hard_due())
         return (self.total_ms + expected_ms) / 1000.0 <= self.max_time_share * (now - self._started)
 
     def due(self) -> bool:
