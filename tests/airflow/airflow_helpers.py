@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import socket
 import sqlite3
 import subprocess
@@ -219,3 +221,8 @@ def statsd_to_listener(monkeypatch):
         monkeypatch.undo()
         current().restart_stats()  # [metrics] statsd_on is off again: no stats backend
         listener.close()
+
+
+def frozen(obj) -> bool:
+    """In the permanent generation (``gc.freeze()``): tracked by the collector, yet in none of its generations."""
+    return gc.is_tracked(obj) and not any(o is obj for o in gc.get_objects())

@@ -266,11 +266,6 @@ print("ok")
 
 
 # -- gc.freeze(): the cached DAGs out of Python's automatic collections ---------------------------
-def frozen(obj) -> bool:
-    """In the permanent generation: tracked by the collector, yet in none of its generations."""
-    return gc.is_tracked(obj) and not any(o is obj for o in gc.get_objects())
-
-
 def frozen_bag(airflow_db, clock, **kwargs):
     """A bag that holds one of the two DAGs at a time, the 100-task one cached and frozen by a reclaim."""
     runs, weights = runs_and_weights(airflow_db, clock)
@@ -281,7 +276,7 @@ def frozen_bag(airflow_db, clock, **kwargs):
         big = bag.get_dag_for_run(runs[1], session=session)
     clock.advance(60)  # past the soft trigger's interval: the first refreeze is due
     bag.maintain()
-    assert bag.reclaimer.collections == 1 and frozen(big)
+    assert bag.reclaimer.collections == 1 and helpers.frozen(big)
     return bag, runs, weakref.ref(big)
 
 
@@ -291,15 +286,15 @@ def test_a_reclaim_freezes_the_cached_dags_and_later_loads_wait_for_the_next(air
     bag = make_bag(clock, max_bytes=2 * sum(weights), gc_freeze=True)  # holds both
     with create_session() as session:
         first = bag.get_dag_for_run(runs[0], session=session)
-        assert not frozen(first)
+        assert not helpers.frozen(first)
         clock.advance(60)
         bag.maintain()  # never frozen: a refreeze is due (a soft trigger: past min_interval)
-        assert bag.reclaimer.collections == 1 and frozen(first)
+        assert bag.reclaimer.collections == 1 and helpers.frozen(first)
         second = bag.get_dag_for_run(runs[1], session=session)
-    assert not frozen(second)  # loaded after the refreeze: the automatic collector still walks it
+    assert not helpers.frozen(second)  # loaded after the refreeze: the automatic collector still walks it
     clock.advance(60)
     bag.maintain()  # the bytes loaded since the refreeze are over the soft fraction of the budget
-    assert bag.reclaimer.collections == 2 and frozen(second) and frozen(first)
+    assert bag.reclaimer.collections == 2 and helpers.frozen(second) and helpers.frozen(first)
     assert bag.snapshot().reclaim["refreezes"] == 2
 
 
@@ -317,12 +312,12 @@ def test_after_pythons_own_full_collection_the_bag_freezes_what_survived(airflow
     with create_session() as session:
         first = bag.get_dag_for_run(runs[0], session=session)
         bag.maintain()
-        assert not frozen(first)  # no full collection since: nothing to follow
+        assert not helpers.frozen(first)  # no full collection since: nothing to follow
         gc.collect()
         bag.maintain()
-        assert frozen(first) and bag.reclaimer.collections == 1  # frozen, not walked by us
+        assert helpers.frozen(first) and bag.reclaimer.collections == 1  # frozen, not walked by us
         second = bag.get_dag_for_run(runs[1], session=session)
-        assert not frozen(second)  # loaded after that collection: frozen after the next one
+        assert not helpers.frozen(second)  # loaded after that collection: frozen after the next one
     assert bag.snapshot().reclaim["follow_freezes"] == 1
     weight, first = bag.cache.weight_of(runs[0].created_dag_version_id), weakref.ref(first)
     del bag.cache[runs[0].created_dag_version_id]
@@ -341,7 +336,7 @@ def test_without_gc_freeze_a_reclaim_freezes_nothing(airflow_db, no_automatic_gc
         bag.maintain()
         dag = bag.get_dag_for_run(runs[0], session=session)
     # nothing of ours is frozen (Python 3.12+ keeps a few hundred immortal objects there anyway)
-    assert bag.reclaimer.collections == 1 and not frozen(dag) and gc.get_freeze_count() <= FREEZE_NOISE
+    assert bag.reclaimer.collections == 1 and not helpers.frozen(dag) and gc.get_freeze_count() <= FREEZE_NOISE
     assert bag.snapshot().reclaim["gc_freeze"] is False
 
 
@@ -395,11 +390,11 @@ def test_a_local_executor_style_unfreeze_is_noticed_and_refrozen(airflow_db, no_
     assert bag.reclaimer.collections == 1
     gc.unfreeze()  # after its forks
     del scheduler_objects
-    assert not frozen(big())
+    assert not helpers.frozen(big())
     bag.reclaimer.freezer._frozen_at += 1e6
     clock.advance(FREEZE_POLL_INTERVAL)
     bag.maintain()  # noticed within a poll of the freeze count, refrozen as soon as the caps allow
-    assert bag.reclaimer.collections == 2 and frozen(big())
+    assert bag.reclaimer.collections == 2 and helpers.frozen(big())
     assert bag.snapshot().reclaim["freeze_undone_by_others"] == 1
 
 
