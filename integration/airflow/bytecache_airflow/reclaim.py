@@ -255,8 +255,12 @@ class Reclaimer:
             self.held_ticks[next((i for i, edge in enumerate(HELD_RATIO_EDGES) if ratio <= edge), len(HELD_RATIO_EDGES))] += 1
         return held
 
+    def _hard_bytes(self) -> float:
+        """The hard trigger's threshold: ``hard_fraction`` of the budget."""
+        return self.hard_fraction * max(int(self._budget()), 1)
+
     def _hard_due(self) -> bool:
-        return self.pending >= self.hard_fraction * max(int(self._budget()), 1)
+        return self.pending >= self._hard_bytes()
 
     def wanted(self) -> bool:
         """Whether enough evicted bytes wait for a collection, or a refreeze is due (the caps aside)."""
@@ -386,8 +390,7 @@ class Reclaimer:
             # whole 133 MiB cache in its first minute (still filling up, it evicted nothing),
             # then the superseded versions it dropped waited as frozen garbage for our first
             # collection, minutes later.
-            expected = None if rate is None else self.frozen_uncollected + self.uncollected + rate * self.seconds_until_allowed()
-            if expected is None or expected >= self.hard_fraction * max(int(self._budget()), 1):
+            if rate is None or self.pending + rate * self.seconds_until_allowed() >= self._hard_bytes():
                 self.follows_declined += 1
                 return False
         self._freezer.undone()  # an unfreeze by someone else since our last freeze is counted before it is covered
